@@ -1,0 +1,15 @@
+//! Everything a wrun guest can see of the host, and the only place it is granted.
+//!
+//! A guest's world is described by a [`WasiSpec`]: its arguments, its environment
+//! (never inherited: only what the spec lists), its volumes (capability-mapped
+//! directories, read-only or read-write) and its stdio. [`WasiSpec::builder`] turns
+//! a validated spec into a wasmtime-wasi context builder; nothing else in wrun
+//! hands a guest a host handle.
+
+pub mod env;
+pub mod volume;
+mod wasi;
+
+pub use env::{EnvError, parse_env_arg, parse_env_file};
+pub use volume::{Access, Volume, VolumeError};
+pub use wasi::{SpecError, Stdin, WasiSpec};

@@ -1,0 +1,221 @@
+//! wrun's runtime: the engine and its configuration, loading apps through the
+//! AOT cache, limits, and running instances.
+//!
+//! ```text
+//! let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(home.join("cache")) })?;
+//! let source = AppSource::read(path)?;
+//! let app = match runtime.load_cached(&source)? { Some(app) => app, None => runtime.compile(&source)? };
+//! let code = runtime.run(&app, &wasi_spec, &Limits::default()).await?;
+//! ```
+
+mod cache;
+mod limits;
+mod link;
+mod load;
+mod run;
+
+pub use cache::{ArtifactCache, CacheError};
+pub use limits::{DEFAULT_MEMORY_LIMIT, LimitExceeded, Limits, Size, TICK, humanize};
+pub use load::{App, AppKind, AppSource, LoadError, SourceKind};
+pub use run::RunError;
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use wasmtime::{Config, Engine, WasmBacktraceDetails};
+
+/// How to build a [`Runtime`].
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are cached (`$WRUN_HOME/cache`); `None`
+    /// disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Errors of the runtime itself (as opposed to the app's).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("failed to set up the wasm engine: {0:#}")]
+    Engine(wasmtime::Error),
+    #[error("failed to set up WASI: {0:#}")]
+    Linker(wasmtime::Error),
+}
+
+/// An engine plus everything shared by the instances it runs.
+pub struct Runtime {
+    engine: Engine,
+    cache: Option<ArtifactCache>,
+    module_linker: OnceLock<wasmtime::Linker<run::ModuleHost>>,
+    component_linker: OnceLock<wasmtime::component::Linker<run::ComponentHost>>,
+    ticker: OnceLock<Ticker>,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let engine = Engine::new(&engine_config()).map_err(RuntimeError::Engine)?;
+        let cache = config
+            .cache_dir
+            .map(|root| ArtifactCache::new(&root, &engine_key(&engine)));
+        Ok(Runtime {
+            engine,
+            cache,
+            module_linker: OnceLock::new(),
+            component_linker: OnceLock::new(),
+            ticker: OnceLock::new(),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn cache(&self) -> Option<&ArtifactCache> {
+        self.cache.as_ref()
+    }
+
+    /// Looks `source` up in the AOT cache. `Ok(None)` is a miss; a corrupted or
+    /// incompatible entry is removed, logged, and also reported as a miss so
+    /// the caller recompiles it.
+    pub fn load_cached(&self, source: &AppSource) -> Result<Option<App>, LoadError> {
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let artifact = match cache.get(source.digest()) {
+            Ok(Some(artifact)) => artifact,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!("{e}; recompiling");
+                cache.remove(source.digest());
+                return Ok(None);
+            }
+        };
+        match App::deserialize(&self.engine, source.name(), &artifact) {
+            Ok(app) => Ok(Some(app)),
+            Err(e) => {
+                tracing::warn!(
+                    "cache entry for `{}` is unusable: {e}; recompiling",
+                    source.name()
+                );
+                cache.remove(source.digest());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Compiles `source` and stores the artifact in the cache. A failure to
+    /// write the cache is logged, not fatal: the app still runs.
+    pub fn compile(&self, source: &AppSource) -> Result<App, LoadError> {
+        if source.kind() == SourceKind::Precompiled {
+            return self.load_precompiled(source);
+        }
+        let (_, artifact) = source.precompile(&self.engine)?;
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.put(source.digest(), &artifact)
+        {
+            tracing::warn!("{e}; continuing without caching");
+        }
+        App::deserialize(&self.engine, source.name(), &artifact)
+    }
+
+    /// Loads a precompiled artifact. Callers must only pass artifacts the user
+    /// explicitly allowed (`--allow-precompiled`).
+    pub fn load_precompiled(&self, source: &AppSource) -> Result<App, LoadError> {
+        App::deserialize(&self.engine, source.name(), source.bytes())
+    }
+
+    /// Compiles `source` to a serialized artifact (`wrun compile`).
+    pub fn precompile(&self, source: &AppSource) -> Result<(AppKind, Vec<u8>), LoadError> {
+        if source.kind() == SourceKind::Precompiled {
+            return Err(source.invalid("it is already precompiled"));
+        }
+        source.precompile(&self.engine)
+    }
+
+    fn module_linker(&self) -> Result<&wasmtime::Linker<run::ModuleHost>, RuntimeError> {
+        if let Some(linker) = self.module_linker.get() {
+            return Ok(linker);
+        }
+        let linker = run::module_linker(&self.engine).map_err(RuntimeError::Linker)?;
+        Ok(self.module_linker.get_or_init(|| linker))
+    }
+
+    fn component_linker(
+        &self,
+    ) -> Result<&wasmtime::component::Linker<run::ComponentHost>, RuntimeError> {
+        if let Some(linker) = self.component_linker.get() {
+            return Ok(linker);
+        }
+        let linker = run::component_linker(&self.engine).map_err(RuntimeError::Linker)?;
+        Ok(self.component_linker.get_or_init(|| linker))
+    }
+
+    fn start_ticker(&self) {
+        self.ticker
+            .get_or_init(|| Ticker::start(self.engine.clone(), TICK));
+    }
+}
+
+/// The engine configuration shared by every wrun command, so that artifacts
+/// compiled by one are valid for all (the cache key depends on it).
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    // Epoch checks cost a few percent in loops and let timeouts and CPU
+    // budgets interrupt a spinning guest; always on so that one artifact
+    // serves runs with and without limits.
+    config.epoch_interruption(true);
+    // Names from the name section are enough for trap reports; parsing DWARF
+    // would slow every load for the rare trap.
+    config.wasm_backtrace_details(WasmBacktraceDetails::Disable);
+    config
+}
+
+/// A short, stable identifier of everything that makes artifacts compatible.
+fn engine_key(engine: &Engine) -> String {
+    struct Sha(Sha256);
+    impl Hasher for Sha {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut hasher = Sha(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(&hasher.0.finalize()[..8])
+}
+
+/// Increments the engine's epoch every tick until dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Ticker {
+    fn start(engine: Engine, tick: Duration) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("wrun-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            });
+        if let Err(e) = spawned {
+            // Without ticks, time limits cannot interrupt wasm code; the
+            // timeout still fires whenever the guest waits in a WASI call.
+            tracing::error!("failed to start the epoch thread: {e}");
+        }
+        Ticker { stop }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,322 @@
+//! Running an app to completion: one Store per instance, WASI linked in,
+//! limits applied, and the outcome classified for the caller.
+
+use crate::limits::{LimitExceeded, Limits, MemoryLimiter, thread_cpu_time};
+use crate::load::{App, AppCode};
+use crate::{Runtime, RuntimeError};
+use std::time::Duration;
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Module, Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wrun_host_api::WasiSpec;
+
+/// How many wasm frames a trap report shows.
+const BACKTRACE_FRAMES: usize = 12;
+
+/// Why an app did not run to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Spec(#[from] wrun_host_api::SpecError),
+    #[error("app `{app}` cannot be linked: it imports what wrun does not provide:\n{}", list(.missing))]
+    UnknownImports { app: String, missing: Vec<String> },
+    #[error("app `{app}` cannot be linked: {reason}")]
+    Link { app: String, reason: String },
+    #[error("app `{app}` has no entry point: {reason}")]
+    NoEntryPoint { app: String, reason: String },
+    #[error("app `{app}` trapped: {message}")]
+    Trap {
+        app: String,
+        message: String,
+        backtrace: Vec<String>,
+    },
+    #[error("app `{app}` stopped: {limit}")]
+    LimitExceeded { app: String, limit: LimitExceeded },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+fn list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("  - {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Marks the error raised from the epoch callback when the CPU budget is spent.
+#[derive(Debug)]
+struct CpuTimeSpent;
+
+impl std::fmt::Display for CpuTimeSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CPU time limit exceeded")
+    }
+}
+
+impl std::error::Error for CpuTimeSpent {}
+
+/// Store data of a core module: the preview 1 context.
+pub(crate) struct ModuleHost {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+}
+
+impl ModuleHost {
+    /// A host with nothing granted, for inspecting a linker.
+    pub(crate) fn empty() -> ModuleHost {
+        ModuleHost {
+            wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+            limiter: MemoryLimiter::new(0),
+        }
+    }
+}
+
+/// Store data of a component: the WASI context and its resource table.
+pub(crate) struct ComponentHost {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for ComponentHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+pub(crate) fn module_linker(
+    engine: &wasmtime::Engine,
+) -> wasmtime::Result<wasmtime::Linker<ModuleHost>> {
+    let mut linker = wasmtime::Linker::new(engine);
+    // `wasi_unstable` (preview 0) too: old toolchains still emit it.
+    wasmtime_wasi::p0::add_to_linker_async(&mut linker, |h: &mut ModuleHost| &mut h.wasi)?;
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut ModuleHost| &mut h.wasi)?;
+    Ok(linker)
+}
+
+pub(crate) fn component_linker(
+    engine: &wasmtime::Engine,
+) -> wasmtime::Result<wasmtime::component::Linker<ComponentHost>> {
+    let mut linker = wasmtime::component::Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+impl Runtime {
+    /// Runs `app` as a command (its `_start` or `wasi:cli/run`) with the world
+    /// described by `spec`, under `limits`. Returns the guest's exit code.
+    ///
+    /// Must be called inside a tokio runtime; for CPU-time accounting to be
+    /// accurate it should be a current-thread runtime, so the guest does not
+    /// move between threads.
+    pub async fn run(&self, app: &App, spec: &WasiSpec, limits: &Limits) -> Result<i32, RunError> {
+        spec.validate()?;
+        // Filesystem calls may block the running thread unless a timeout must
+        // be able to interrupt them.
+        let builder = &mut spec.builder(limits.timeout.is_none())?;
+        let run = async {
+            match &app.code {
+                AppCode::Module(module) => {
+                    let host = ModuleHost {
+                        wasi: builder.build_p1(),
+                        limiter: MemoryLimiter::new(limits.memory),
+                    };
+                    let mut store = Store::new(self.engine(), host);
+                    store.limiter(|h| &mut h.limiter);
+                    self.set_deadlines(&mut store, limits);
+                    let result = self.run_module(&mut store, app, module).await;
+                    classify(app, result, store.data().limiter.refused, limits)
+                }
+                AppCode::Component(component) => {
+                    let host = ComponentHost {
+                        ctx: builder.build(),
+                        table: ResourceTable::new(),
+                        limiter: MemoryLimiter::new(limits.memory),
+                    };
+                    let mut store = Store::new(self.engine(), host);
+                    store.limiter(|h| &mut h.limiter);
+                    self.set_deadlines(&mut store, limits);
+                    let result = self.run_component(&mut store, app, component).await;
+                    classify(app, result, store.data().limiter.refused, limits)
+                }
+            }
+        };
+        match limits.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, run)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RunError::LimitExceeded {
+                        app: app.name.clone(),
+                        limit: LimitExceeded::Timeout(timeout),
+                    })
+                }),
+            None => run.await,
+        }
+    }
+
+    /// Arms the epoch deadline: without time limits the guest is never
+    /// interrupted; with them, every tick checks the CPU budget and, when a
+    /// timeout is set, yields so that the timeout can fire while wasm spins.
+    fn set_deadlines<T: Send + 'static>(&self, store: &mut Store<T>, limits: &Limits) {
+        if limits.timeout.is_none() && limits.cpu_time.is_none() {
+            store.set_epoch_deadline(u64::MAX / 2);
+            return;
+        }
+        self.start_ticker();
+        let cpu_budget = limits.cpu_time;
+        let must_yield = limits.timeout.is_some();
+        let started = thread_cpu_time();
+        store.epoch_deadline_callback(move |_| {
+            if let Some(budget) = cpu_budget
+                && thread_cpu_time().saturating_sub(started) > budget
+            {
+                return Err(wasmtime::Error::new(CpuTimeSpent));
+            }
+            Ok(if must_yield {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        store.set_epoch_deadline(1);
+    }
+
+    async fn run_module(
+        &self,
+        store: &mut Store<ModuleHost>,
+        app: &App,
+        module: &Module,
+    ) -> Result<wasmtime::Result<()>, RunError> {
+        let is_func = |name| matches!(module.get_export(name), Some(wasmtime::ExternType::Func(_)));
+        let entry = ["_start", ""]
+            .into_iter()
+            .find(|name| is_func(name))
+            .ok_or_else(|| RunError::NoEntryPoint {
+                app: app.name.clone(),
+                reason: "the module exports no `_start` function (is it a library or a reactor?)"
+                    .to_owned(),
+            })?;
+        let pre = self
+            .module_linker()?
+            .instantiate_pre(module)
+            .map_err(|e| self.module_link_error(app, module, e))?;
+        Ok(async {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            // A reactor-style initialiser, if present, runs before the command.
+            if is_func("_initialize") {
+                let init = instance.get_typed_func::<(), ()>(&mut *store, "_initialize")?;
+                init.call_async(&mut *store, ()).await?;
+            }
+            let entry = instance.get_typed_func::<(), ()>(&mut *store, entry)?;
+            entry.call_async(&mut *store, ()).await
+        }
+        .await)
+    }
+
+    async fn run_component(
+        &self,
+        store: &mut Store<ComponentHost>,
+        app: &App,
+        component: &Component,
+    ) -> Result<wasmtime::Result<()>, RunError> {
+        let linker = self.component_linker()?;
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| self.component_link_error(app, linker, component, e))?;
+        // A WASI 0.3 command runs concurrently; otherwise it must be a 0.2 command.
+        if let Ok(command) = wasmtime_wasi::p3::bindings::CommandPre::new(pre.clone()) {
+            return Ok(async {
+                let command = command.instantiate_async(&mut *store).await?;
+                let result = store
+                    .run_concurrent(async |store| command.wasi_cli_run().call_run(store).await)
+                    .await??;
+                Ok(run_result_to_exit(result)?)
+            }
+            .await);
+        }
+        let command = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|_| {
+            RunError::NoEntryPoint {
+                app: app.name.clone(),
+                reason: "the component does not export `wasi:cli/run` (a wasi:http proxy is \
+                         served, not run)"
+                    .to_owned(),
+            }
+        })?;
+        Ok(async {
+            let command = command.instantiate_async(&mut *store).await?;
+            let result = command.wasi_cli_run().call_run(&mut *store).await?;
+            Ok(run_result_to_exit(result)?)
+        }
+        .await)
+    }
+}
+
+/// `wasi:cli/run` returning `err` means exit code 1, as under wasmtime.
+fn run_result_to_exit(result: Result<(), ()>) -> Result<(), I32Exit> {
+    result.map_err(|()| I32Exit(1))
+}
+
+/// Turns how the guest finished into an exit code or a [`RunError`].
+fn classify(
+    app: &App,
+    result: Result<wasmtime::Result<()>, RunError>,
+    memory_refused: Option<u64>,
+    limits: &Limits,
+) -> Result<i32, RunError> {
+    let error = match result? {
+        Ok(()) => return Ok(0),
+        Err(error) => error,
+    };
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return Ok(exit.0);
+    }
+    let app_name = app.name.clone();
+    if error.downcast_ref::<CpuTimeSpent>().is_some() {
+        let limit = LimitExceeded::CpuTime(limits.cpu_time.unwrap_or(Duration::ZERO));
+        return Err(RunError::LimitExceeded {
+            app: app_name,
+            limit,
+        });
+    }
+    // A refused growth followed by a failure: the guest ran out of memory
+    // (Rust's allocator aborts; a C app gives up when malloc returns NULL).
+    if let Some(requested) = memory_refused {
+        let limit = LimitExceeded::Memory {
+            limit: limits.memory,
+            requested,
+        };
+        return Err(RunError::LimitExceeded {
+            app: app_name,
+            limit,
+        });
+    }
+    let backtrace = error
+        .downcast_ref::<WasmBacktrace>()
+        .map(|bt| {
+            bt.frames()
+                .iter()
+                .take(BACKTRACE_FRAMES)
+                .map(|frame| match frame.func_name() {
+                    // `{:#}` leaves out Rust's trailing hash.
+                    Some(name) => format!("{:#}", rustc_demangle::demangle(name)),
+                    None => format!("<wasm function {}>", frame.func_index()),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let message = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    Err(RunError::Trap {
+        app: app_name,
+        message,
+        backtrace,
+    })
+}

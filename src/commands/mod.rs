@@ -1,0 +1,45 @@
+pub mod compile;
+pub mod run;
+
+use wrun_runtime::{App, AppSource, LoadError, Runtime, Size};
+
+/// Loads an app through the AOT cache, compiling it on a miss with a spinner
+/// on a terminal (and nothing on a pipe).
+pub fn load_app(
+    runtime: &Runtime,
+    source: &AppSource,
+    allow_precompiled: bool,
+) -> Result<App, LoadError> {
+    if source.kind() == wrun_runtime::SourceKind::Precompiled {
+        if !allow_precompiled {
+            return Err(LoadError::PrecompiledNotAllowed {
+                name: source.name().to_owned(),
+            });
+        }
+        return runtime.load_precompiled(source);
+    }
+    if let Some(app) = runtime.load_cached(source)? {
+        tracing::debug!(app = source.name(), "loaded from the cache");
+        return Ok(app);
+    }
+    with_spinner(source, || runtime.compile(source))
+}
+
+/// Runs `work` (a compilation) while a spinner with the elapsed time turns on
+/// stderr, if stderr is a terminal.
+pub fn with_spinner<T>(source: &AppSource, work: impl FnOnce() -> T) -> T {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed}]") {
+        spinner.set_style(style);
+    }
+    spinner.set_message(format!(
+        "compiling {} ({})",
+        source.name(),
+        Size(source.bytes().len() as u64)
+    ));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let result = work();
+    spinner.finish_and_clear();
+    result
+}

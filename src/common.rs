@@ -1,0 +1,238 @@
+//! Options shared by every command that starts an app (`run`, the shorthand,
+//! and later `create` and the daemon), and where wrun keeps its state.
+
+use anyhow::{Context as _, bail};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wrun_host_api::{Stdin, Volume, WasiSpec, parse_env_arg, parse_env_file};
+use wrun_runtime::{DEFAULT_MEMORY_LIMIT, Limits, Runtime, RuntimeConfig};
+
+/// How an app is started: its view of the host and its limits.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Map a host directory into the guest: HOST:GUEST[:ro|:rw]. HOST is a
+    /// directory (relative paths allowed, e.g. `./data`); GUEST an absolute
+    /// guest path (`/` too). `:ro` makes every write fail inside the guest.
+    /// Nothing outside HOST is reachable. Repeatable. Without -v the guest sees
+    /// no host directory at all.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro|:rw]", value_parser = parse_volume)]
+    pub volumes: Vec<Volume>,
+
+    /// Set an environment variable: KEY=VALUE, or KEY to copy wrun's own value
+    /// (skipped when unset). Repeatable; overrides --env-file. The host
+    /// environment is never inherited otherwise.
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+
+    /// Read environment variables from a file in Docker's format (KEY=VALUE or
+    /// KEY per line, `#` comments). Repeatable.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+
+    /// The guest's working directory; must lie inside a volume.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Keep stdin attached. Without it the guest's stdin is empty.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Memory limit of the instance: its linear memories plus tables (8 bytes
+    /// per element), e.g. `64m`, `1g` (binary units; a bare number is bytes).
+    /// Growing past it fails inside the guest; a guest that then traps exits
+    /// with 137. [default: 4g]
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = parse_memory)]
+    pub memory: Option<u64>,
+
+    /// Wall-clock time limit, e.g. `500ms`, `30s`, `2m`; the app is stopped
+    /// when it expires, even while blocked in a WASI call, and wrun exits
+    /// with 137. [default: none]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// CPU time budget: time the guest spends running (wasm and the WASI calls
+    /// it makes), sampled every 10ms; sleeping and waiting for input or I/O do
+    /// not count. Exceeding it stops the app with 137. [default: none]
+    #[arg(long = "cpu-time", value_name = "DURATION", value_parser = parse_duration)]
+    pub cpu_time: Option<Duration>,
+
+    /// A name for the instance, shown in messages.
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub name: Option<String>,
+
+    /// Publish a guest port on the host (HOST:GUEST). Not supported yet:
+    /// virtual sockets arrive in a later release; refused with a message.
+    #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST")]
+    pub publish: Vec<String>,
+
+    /// Allow APP to be a precompiled artifact (from `wrun compile`). Such files
+    /// are machine code: only run artifacts you compiled yourself.
+    #[arg(long)]
+    pub allow_precompiled: bool,
+}
+
+impl RunOptions {
+    /// Refuses what this release cannot do yet.
+    pub fn check_supported(&self) -> anyhow::Result<()> {
+        if let Some(port) = self.publish.first() {
+            bail!(
+                "cannot publish `-p {port}`: port publishing needs wrun's virtual sockets, which \
+                 are not available yet"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory: self.memory.unwrap_or(DEFAULT_MEMORY_LIMIT),
+            timeout: self.timeout,
+            cpu_time: self.cpu_time,
+        }
+    }
+
+    /// The guest's world: `argv` (argv[0] first), the environment from
+    /// --env-file then -e (later entries win), volumes, workdir and stdin.
+    pub fn wasi_spec(&self, argv: Vec<String>) -> anyhow::Result<WasiSpec> {
+        let lookup = |name: &str| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(()),
+        };
+        let mut env: Vec<(String, String)> = Vec::new();
+        for file in &self.env_files {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("failed to read env file `{}`", file.display()))?;
+            env.extend(parse_env_file(&text, &file.display().to_string(), &lookup)?);
+        }
+        for arg in &self.env {
+            env.extend(parse_env_arg(arg, &lookup)?);
+        }
+        // One value per name: the last one given.
+        let mut deduped: Vec<(String, String)> = Vec::with_capacity(env.len());
+        for (name, value) in env {
+            deduped.retain(|(n, _)| *n != name);
+            deduped.push((name, value));
+        }
+        Ok(WasiSpec {
+            args: argv,
+            env: deduped,
+            volumes: self.volumes.clone(),
+            workdir: self.workdir.clone(),
+            stdin: if self.interactive {
+                Stdin::Inherit
+            } else {
+                Stdin::Empty
+            },
+        })
+    }
+}
+
+/// Guest arguments must be UTF-8 (WASI strings).
+pub fn guest_argv(app: &Path, args: &[OsString]) -> anyhow::Result<Vec<String>> {
+    // argv[0] is the base name only, so that host paths do not leak in.
+    let argv0 = app
+        .file_name()
+        .unwrap_or(app.as_os_str())
+        .to_string_lossy()
+        .into_owned();
+    let mut argv = vec![argv0];
+    for arg in args {
+        let arg = arg
+            .to_str()
+            .with_context(|| format!("guest argument {arg:?} is not valid UTF-8"))?;
+        argv.push(arg.to_owned());
+    }
+    Ok(argv)
+}
+
+/// `$WRUN_HOME`, or the platform data directory (e.g. `~/.local/share/wrun`).
+pub fn wrun_home() -> Option<PathBuf> {
+    match std::env::var_os("WRUN_HOME") {
+        Some(home) if !home.is_empty() => Some(PathBuf::from(home)),
+        _ => dirs::data_dir().map(|d| d.join("wrun")),
+    }
+}
+
+/// The runtime every command uses: one engine configuration, so that the
+/// cache serves them all.
+pub fn runtime() -> anyhow::Result<Runtime> {
+    let cache_dir = wrun_home().map(|home| home.join("cache"));
+    if cache_dir.is_none() {
+        tracing::warn!("no home directory and no WRUN_HOME: compiled apps will not be cached");
+    }
+    Ok(Runtime::new(RuntimeConfig { cache_dir })?)
+}
+
+fn parse_volume(s: &str) -> Result<Volume, String> {
+    Volume::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let bytes = parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| format!("`{s}` is not a size like `64m` or `1g`: {e}"))?;
+    if bytes == 0 {
+        return Err("the memory limit must be greater than zero".to_owned());
+    }
+    Ok(bytes)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like `500ms`, `30s` or `2m`: {e}"))?;
+    if d.is_zero() {
+        return Err("the duration must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// Docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn parse_name(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && s.len() <= 128;
+    if !valid {
+        return Err(format!(
+            "`{s}` is not a valid name: use letters, digits, `_`, `.` and `-`, starting with a \
+             letter or digit"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_binary_units() {
+        assert_eq!(parse_memory("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_memory("1048576").unwrap(), 1 << 20);
+        assert!(parse_memory("lots").unwrap_err().contains("`lots`"));
+        assert!(parse_memory("0").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").unwrap_err().contains("`soon`"));
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(parse_name("api").is_ok());
+        assert!(parse_name("db-1.internal_x").is_ok());
+        assert!(parse_name("-x").is_err());
+        assert!(parse_name("a b").is_err());
+        assert!(parse_name("").is_err());
+    }
+}

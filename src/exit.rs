@@ -1,0 +1,68 @@
+//! wrun's exit codes, documented in `wrun run --help` and the README.
+//!
+//! The guest's own exit code is passed through unchanged (WASI allows 0-125).
+//! The others follow Docker's and wasmtime's conventions.
+
+use wrun_runtime::{LoadError, RunError};
+
+/// wrun itself failed: a usage or configuration error (Docker's 125).
+pub const WRUN_ERROR: i32 = 125;
+/// The app could not be loaded or linked: invalid wasm, unknown imports, no
+/// entry point (Docker's 126, "cannot invoke").
+pub const CANNOT_RUN: i32 = 126;
+/// The app file does not exist (Docker's 127, "not found").
+pub const NOT_FOUND: i32 = 127;
+/// The guest trapped (128 + SIGABRT, as wasmtime reports a trap).
+pub const TRAP: i32 = 134;
+/// The guest exceeded a limit: memory, timeout or CPU time (128 + SIGKILL, as
+/// for a container killed by the OOM killer or `docker stop`).
+pub const LIMIT: i32 = 137;
+
+/// The text of the exit-code table, for `--help`.
+pub const TABLE: &str = "Exit codes:\n  \
+    0-125  the app's own exit code, passed through\n  \
+    125    wrun failed: bad flags, bad configuration, or an internal error\n  \
+    126    the app could not start: unreadable or invalid wasm, unknown imports, no entry point\n  \
+    127    the app file was not found\n  \
+    134    the app trapped (the trap and a short backtrace are printed)\n  \
+    137    the app exceeded a limit (--memory, --timeout, --cpu-time)";
+
+pub fn code_for(error: &anyhow::Error) -> i32 {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<LoadError>() {
+            return match e {
+                LoadError::NotFound { .. } => NOT_FOUND,
+                LoadError::Read { .. }
+                | LoadError::Invalid { .. }
+                | LoadError::PrecompiledNotAllowed { .. } => CANNOT_RUN,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<RunError>() {
+            return match e {
+                RunError::UnknownImports { .. }
+                | RunError::Link { .. }
+                | RunError::NoEntryPoint { .. } => CANNOT_RUN,
+                RunError::Trap { .. } => TRAP,
+                RunError::LimitExceeded { .. } => LIMIT,
+                RunError::Spec(_) | RunError::Runtime(_) => WRUN_ERROR,
+            };
+        }
+    }
+    WRUN_ERROR
+}
+
+/// The error chain on one line (`a: b: c`), plus a trap's backtrace.
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut text = format!("{error:#}");
+    for cause in error.chain() {
+        if let Some(RunError::Trap { backtrace, .. }) = cause.downcast_ref::<RunError>()
+            && !backtrace.is_empty()
+        {
+            text.push_str("\nwasm backtrace:");
+            for (i, frame) in backtrace.iter().enumerate() {
+                text.push_str(&format!("\n  {i:>2}: {frame}"));
+            }
+        }
+    }
+    text
+}

@@ -1,0 +1,93 @@
+//! The `wrun` command line: parses, installs logging, dispatches to a
+//! subcommand, prints the error chain and sets the exit code.
+
+use clap::{CommandFactory, Parser};
+use std::ffi::OsString;
+use std::io::Write;
+
+mod commands;
+mod common;
+mod exit;
+
+use commands::run::{RunCommand, ShorthandCommand};
+
+/// App-level virtualization for WebAssembly: run WASI apps isolated and
+/// rootless, with volumes, limits and a compile cache.
+#[derive(Parser)]
+#[command(
+    name = "wrun",
+    version,
+    propagate_version = true,
+    after_help = "Shorthand: `wrun APP [OPTIONS] [-- ARGS...]` is `wrun run [OPTIONS] APP [ARGS...]`;\n\
+                  options may come before or after APP there, guest arguments after `--`.\n\n\
+                  Logging: set WRUN_LOG (e.g. `WRUN_LOG=debug`); default `warn`.\n\
+                  State: $WRUN_HOME (default ~/.local/share/wrun) holds the compile cache."
+)]
+struct Wrun {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    Run(RunCommand),
+    Compile(commands::compile::CompileCommand),
+}
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let command = match parse(args) {
+        Ok(command) => command,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::WRUN_ERROR } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    init_logging();
+    let result = match command {
+        Command::Run(run) => run.execute(),
+        Command::Compile(compile) => compile.execute(),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(error) => {
+            let code = exit::code_for(&error);
+            eprintln!("wrun: {}", exit::describe(&error));
+            code
+        }
+    };
+    // The guest's output went through these streams; flush before leaving,
+    // since `exit` does not run destructors.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code);
+}
+
+/// Parses `wrun SUBCOMMAND ...`, or the shorthand `wrun [OPTIONS] APP [OPTIONS]
+/// [-- ARGS]` when the first argument is not a subcommand (nor `--help` or
+/// `--version`).
+fn parse(args: Vec<OsString>) -> Result<Command, clap::Error> {
+    let is_shorthand = match args.get(1).map(|a| a.to_str()) {
+        None => false,
+        Some(Some("help" | "-h" | "--help" | "-V" | "--version")) => false,
+        Some(Some(first)) => Wrun::command().find_subcommand(first).is_none(),
+        // A non-UTF-8 argument can only be an app's path.
+        Some(None) => true,
+    };
+    if is_shorthand {
+        return Ok(Command::Run(ShorthandCommand::try_parse_from(args)?.into()));
+    }
+    Ok(Wrun::try_parse_from(args)?.command)
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WRUN_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}

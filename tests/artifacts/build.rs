@@ -1,0 +1,149 @@
+//! Compiles the guest programs in `wasm-apps/` for wasm32-wasip1 (core modules) and
+//! wasm32-wasip2 (components) and generates one path constant per app and target,
+//! plus a `foreach_app!` macro listing every app, so each app must be used by a test.
+
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGETS: [(&str, &str); 2] = [("p1", "wasm32-wasip1"), ("p2", "wasm32-wasip2")];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let workspace = manifest_dir
+        .ancestors()
+        .nth(2)
+        .expect("tests/artifacts lives two levels below the workspace root")
+        .to_path_buf();
+    let apps_dir = workspace.join("wasm-apps");
+    println!("cargo:rerun-if-changed={}", apps_dir.join("src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        apps_dir.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        apps_dir.join("Cargo.lock").display()
+    );
+
+    check_targets_installed();
+
+    // A separate target directory: the outer cargo holds the lock on its own.
+    let target_dir = match env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => workspace.join(dir),
+        None => workspace.join("target"),
+    }
+    .join("wasm-apps");
+
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(apps_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (_, triple) in TARGETS {
+        cmd.arg("--target").arg(triple);
+    }
+    // Guests must not inherit the host build's flags (e.g. `-C target-cpu=native`
+    // or instrumentation), nor the clippy driver that `cargo clippy` installs.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_PROFILE_RELEASE_OPT_LEVEL",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("failed to run cargo for wasm-apps: {e}"));
+    assert!(
+        status.success(),
+        "building wasm-apps failed ({status}); see the errors above"
+    );
+
+    let apps = app_names(&apps_dir.join("src/bin"));
+    let mut code = String::new();
+    for (module, triple) in TARGETS {
+        writeln!(code, "/// Guest apps built for `{triple}`.").unwrap();
+        writeln!(code, "pub mod {module} {{").unwrap();
+        for app in &apps {
+            let path = target_dir
+                .join(triple)
+                .join("release")
+                .join(format!("{app}.wasm"));
+            assert!(
+                path.is_file(),
+                "expected {} after the build",
+                path.display()
+            );
+            writeln!(
+                code,
+                "    pub const {}: &str = {:?};",
+                app.to_uppercase(),
+                path.display().to_string()
+            )
+            .unwrap();
+        }
+        writeln!(code, "}}").unwrap();
+    }
+    writeln!(
+        code,
+        "/// Invokes `$mac!(app_name)` once for every guest app."
+    )
+    .unwrap();
+    writeln!(
+        code,
+        "#[macro_export]\nmacro_rules! foreach_app {{\n    ($mac:ident) => {{"
+    )
+    .unwrap();
+    for app in &apps {
+        writeln!(code, "        $mac!({app});").unwrap();
+    }
+    writeln!(code, "    }};\n}}").unwrap();
+
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("apps.rs");
+    fs::write(&out, code).unwrap_or_else(|e| panic!("failed to write {}: {e}", out.display()));
+}
+
+/// Fails the build with the command to run when a wasm target is missing, rather
+/// than with rustc's "can't find crate for `std`".
+fn check_targets_installed() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let output = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run rustc --print sysroot: {e}"));
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let missing: Vec<&str> = TARGETS
+        .iter()
+        .map(|(_, triple)| *triple)
+        .filter(|triple| !sysroot.join("lib/rustlib").join(triple).is_dir())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the guest apps need the wasm targets {missing:?}; install them with:\n\n    \
+         rustup target add wasm32-wasip1 wasm32-wasip2\n"
+    );
+}
+
+fn app_names(bin_dir: &Path) -> Vec<String> {
+    let mut apps: Vec<String> = fs::read_dir(bin_dir)
+        .unwrap_or_else(|e| panic!("failed to list {}: {e}", bin_dir.display()))
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            (path.extension()? == "rs").then(|| path.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    apps.sort();
+    apps
+}
