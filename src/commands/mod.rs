@@ -22,7 +22,10 @@ pub fn load_app(
         tracing::debug!(app = source.name(), "loaded from the cache");
         return Ok(app);
     }
-    with_spinner(source, || runtime.compile(source))
+    let started = std::time::Instant::now();
+    let app = with_spinner(source, || runtime.compile(source))?;
+    tracing::info!(app = source.name(), elapsed = ?started.elapsed(), "compiled");
+    Ok(app)
 }
 
 /// Runs `work` (a compilation) while a spinner with the elapsed time turns on

@@ -1,0 +1,12 @@
+//! End-to-end tests: each spawns the real `wrun` binary and checks what a
+//! user sees (output, exit codes, files on disk).
+
+#[macro_use]
+mod support;
+
+mod cache;
+mod cli;
+mod env;
+mod limits;
+mod stdio;
+mod volumes;
