@@ -8,5 +8,6 @@ mod cache;
 mod cli;
 mod env;
 mod limits;
+mod p3;
 mod stdio;
 mod volumes;

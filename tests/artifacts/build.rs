@@ -1,6 +1,8 @@
 //! Compiles the guest programs in `wasm-apps/` for wasm32-wasip1 (core modules) and
 //! wasm32-wasip2 (components) and generates one path constant per app and target,
 //! plus a `foreach_app!` macro listing every app, so each app must be used by a test.
+//! The WASI 0.3 guests, packages of that workspace built for wasm32-wasip2 only,
+//! get one constant each in `p3`.
 
 use std::env;
 use std::fmt::Write as _;
@@ -9,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGETS: [(&str, &str); 2] = [("p1", "wasm32-wasip1"), ("p2", "wasm32-wasip2")];
+
+/// WASI 0.3 commands: (constant in `p3`, package in `wasm-apps/`). Each is a
+/// `cdylib`, so its component is named after the package.
+const P3_APPS: [(&str, &str); 1] = [("HELLO", "p3-hello")];
+const P3_TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -27,6 +34,12 @@ fn main() {
         "cargo:rerun-if-changed={}",
         apps_dir.join("Cargo.lock").display()
     );
+    for (_, package) in P3_APPS {
+        println!(
+            "cargo:rerun-if-changed={}",
+            apps_dir.join(package).display()
+        );
+    }
 
     check_targets_installed();
 
@@ -38,38 +51,18 @@ fn main() {
     }
     .join("wasm-apps");
 
-    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.arg("build")
-        .arg("--release")
-        .arg("--quiet")
-        .arg("--manifest-path")
-        .arg(apps_dir.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir);
+    // Without `--package`, cargo builds only the root package (the apps in
+    // src/bin); the p3 packages are built for their one target below.
+    let mut triples = Vec::new();
     for (_, triple) in TARGETS {
-        cmd.arg("--target").arg(triple);
+        triples.extend(["--target", triple]);
     }
-    // Guests must not inherit the host build's flags (e.g. `-C target-cpu=native`
-    // or instrumentation), nor the clippy driver that `cargo clippy` installs.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "CARGO_PROFILE_RELEASE_OPT_LEVEL",
-    ] {
-        cmd.env_remove(var);
+    build_guests(&apps_dir, &target_dir, &triples);
+    let mut p3_args = vec!["--target", P3_TARGET];
+    for (_, package) in P3_APPS {
+        p3_args.extend(["--package", package]);
     }
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("failed to run cargo for wasm-apps: {e}"));
-    assert!(
-        status.success(),
-        "building wasm-apps failed ({status}); see the errors above"
-    );
+    build_guests(&apps_dir, &target_dir, &p3_args);
 
     let apps = app_names(&apps_dir.join("src/bin"));
     let mut code = String::new();
@@ -96,6 +89,26 @@ fn main() {
         }
         writeln!(code, "}}").unwrap();
     }
+    writeln!(code, "/// WASI 0.3 commands, built for `{P3_TARGET}`.").unwrap();
+    writeln!(code, "pub mod p3 {{").unwrap();
+    for (name, package) in P3_APPS {
+        let path = target_dir
+            .join(P3_TARGET)
+            .join("release")
+            .join(format!("{}.wasm", package.replace('-', "_")));
+        assert!(
+            path.is_file(),
+            "expected {} after the build",
+            path.display()
+        );
+        writeln!(
+            code,
+            "    pub const {name}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
+    }
+    writeln!(code, "}}").unwrap();
     writeln!(
         code,
         "/// Invokes `$mac!(app_name)` once for every guest app."
@@ -113,6 +126,42 @@ fn main() {
 
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("apps.rs");
     fs::write(&out, code).unwrap_or_else(|e| panic!("failed to write {}: {e}", out.display()));
+}
+
+/// Runs `cargo build --release` on the `wasm-apps/` workspace with `args`.
+fn build_guests(apps_dir: &Path, target_dir: &Path, args: &[&str]) {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--quiet")
+        .arg("--locked")
+        .arg("--manifest-path")
+        .arg(apps_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(args);
+    // Guests must not inherit the host build's flags (e.g. `-C target-cpu=native`
+    // or instrumentation), nor the clippy driver that `cargo clippy` installs.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_PROFILE_RELEASE_OPT_LEVEL",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("failed to run cargo for wasm-apps: {e}"));
+    assert!(
+        status.success(),
+        "building wasm-apps ({}) failed ({status}); see the errors above",
+        args.join(" ")
+    );
 }
 
 /// Fails the build with the command to run when a wasm target is missing, rather
