@@ -5,20 +5,44 @@
 //! target, compiler settings, enabled wasm features). An engine that would
 //! compile differently therefore never looks at another engine's artifacts.
 //!
-//! Each file is wasmtime's serialized artifact followed by a trailer holding the
-//! BLAKE3 digest of the artifact. wasmtime's own checks catch a stale or
-//! truncated header but not a flipped byte in machine code, so every load
-//! verifies the digest before wasmtime sees the bytes: a corrupted entry is
-//! reported, removed and rebuilt, never executed. Entries are written to a
-//! temporary file, synced and renamed into place, so a reader sees the old
-//! entry, the new one, or none, and never a partial one.
+//! Each file is wasmtime's serialized artifact followed by a 48-byte trailer:
+//! a magic string, the artifact's kind (module or component) and the BLAKE3
+//! digest of the artifact. wasmtime's own checks catch a stale or truncated
+//! artifact but not a flipped byte in machine code, so every load verifies the
+//! digest before wasmtime sees the file: a corrupted entry is reported,
+//! removed and rebuilt, never executed. The verified file is then handed to
+//! wasmtime as an open file, which it maps (copy-on-write) instead of copying.
+//! Entries are written to a temporary file, synced and renamed into place, and
+//! never modified afterwards, so a reader sees the old entry, the new one, or
+//! none, and a mapping stays valid even if the entry is replaced meanwhile.
 
+use crate::load::AppKind;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const TRAILER_MAGIC: &[u8; 16] = b"wrun-cwasm-v1\0\0\0";
-const TRAILER_LEN: usize = TRAILER_MAGIC.len() + blake3::OUT_LEN;
+const TRAILER_MAGIC: &[u8; 15] = b"wrun-cwasm-v2\0\0";
+pub(crate) const TRAILER_LEN: usize = TRAILER_MAGIC.len() + 1 + blake3::OUT_LEN;
+
+/// Artifacts this large are hashed on all cores; below it, starting the
+/// thread pool would cost more than it saves.
+const PARALLEL_HASH_MIN: usize = 8 << 20;
+
+/// A verified cache entry: an open file whose first `artifact_len` bytes are
+/// the artifact.
+#[derive(Debug)]
+pub struct CachedArtifact {
+    pub file: fs::File,
+    pub kind: AppKind,
+}
+
+fn kind_byte(kind: AppKind) -> u8 {
+    match kind {
+        AppKind::Module => b'm',
+        AppKind::Component => b'c',
+    }
+}
 
 /// Why a cache entry could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -55,39 +79,63 @@ impl ArtifactCache {
         self.dir.join(format!("{digest}.cwasm"))
     }
 
-    /// Reads and verifies the artifact for `digest`. `Ok(None)` is a miss.
-    pub fn get(&self, digest: &str) -> Result<Option<Vec<u8>>, CacheError> {
+    /// Opens and verifies the artifact for `digest`. `Ok(None)` is a miss.
+    pub fn get(&self, digest: &str) -> Result<Option<CachedArtifact>, CacheError> {
         let path = self.entry_path(digest);
-        let mut file = match fs::File::open(&path) {
+        let file = match fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(reason) => return Err(CacheError::Read { path, reason }),
         };
-        let mut bytes = Vec::new();
-        if let Err(reason) = file.read_to_end(&mut bytes) {
-            return Err(CacheError::Read { path, reason });
-        }
+        let read_err = |reason| CacheError::Read {
+            path: path.clone(),
+            reason,
+        };
         let corrupted = |reason| CacheError::Corrupted {
             path: path.clone(),
             reason,
         };
-        if bytes.len() < TRAILER_LEN {
+        let len = file.metadata().map_err(read_err)?.len();
+        if len < TRAILER_LEN as u64 {
             return Err(corrupted("shorter than its trailer"));
         }
-        let artifact_len = bytes.len() - TRAILER_LEN;
-        let (magic, digest_bytes) = bytes[artifact_len..].split_at(TRAILER_MAGIC.len());
+        let artifact_len = len - TRAILER_LEN as u64;
+        let mut trailer = [0u8; TRAILER_LEN];
+        file.read_exact_at(&mut trailer, artifact_len)
+            .map_err(read_err)?;
+        let (magic, rest) = trailer.split_at(TRAILER_MAGIC.len());
+        let (kind, digest_bytes) = rest.split_at(1);
         if magic != TRAILER_MAGIC {
             return Err(corrupted("missing trailer"));
         }
-        if blake3::hash(&bytes[..artifact_len]).as_bytes() != digest_bytes {
+        let kind = match kind[0] {
+            b'm' => AppKind::Module,
+            b'c' => AppKind::Component,
+            _ => return Err(corrupted("unknown artifact kind")),
+        };
+        let artifact_len = usize::try_from(artifact_len).map_err(|_| corrupted("too large"))?;
+        // SAFETY: entries are created by renaming a complete, synced file into
+        // place and are never written afterwards (see the module docs), so
+        // the mapped bytes cannot change while they are hashed.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
+        let artifact = map
+            .get(..artifact_len)
+            .ok_or_else(|| corrupted("changed while read"))?;
+        let mut hasher = blake3::Hasher::new();
+        if artifact_len >= PARALLEL_HASH_MIN {
+            hasher.update_rayon(artifact);
+        } else {
+            hasher.update(artifact);
+        }
+        if hasher.finalize().as_bytes() != digest_bytes {
             return Err(corrupted("its digest does not match its contents"));
         }
-        bytes.truncate(artifact_len);
-        Ok(Some(bytes))
+        Ok(Some(CachedArtifact { file, kind }))
     }
 
     /// Stores `artifact` for `digest` atomically (temporary file, fsync, rename).
-    pub fn put(&self, digest: &str, artifact: &[u8]) -> Result<(), CacheError> {
+    pub fn put(&self, digest: &str, kind: AppKind, artifact: &[u8]) -> Result<(), CacheError> {
         let path = self.entry_path(digest);
         let write_err = |reason| CacheError::Write {
             path: path.clone(),
@@ -102,6 +150,7 @@ impl ArtifactCache {
         let digest_bytes = blake3::hash(artifact);
         tmp.write_all(artifact)
             .and_then(|()| tmp.write_all(TRAILER_MAGIC))
+            .and_then(|()| tmp.write_all(&[kind_byte(kind)]))
             .and_then(|()| tmp.write_all(digest_bytes.as_bytes()))
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(write_err)?;
@@ -124,8 +173,17 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let cache = ArtifactCache::new(root.path(), "engine");
         assert!(cache.get("abc").unwrap().is_none());
-        cache.put("abc", b"artifact bytes").unwrap();
-        assert_eq!(cache.get("abc").unwrap().unwrap(), b"artifact bytes");
+        cache
+            .put("abc", AppKind::Component, b"artifact bytes")
+            .unwrap();
+        let mut entry = cache.get("abc").unwrap().unwrap();
+        assert_eq!(entry.kind, AppKind::Component);
+        let mut contents = Vec::new();
+        io::Read::read_to_end(&mut entry.file, &mut contents).unwrap();
+        assert!(
+            contents.starts_with(b"artifact bytes"),
+            "the file is the artifact, then the trailer"
+        );
 
         // Flip one byte of the artifact: detected.
         let path = cache.entry_path("abc");

@@ -3,29 +3,40 @@
 //!
 //! ```text
 //! let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(home.join("cache")) })?;
-//! let source = AppSource::read(path)?;
-//! let app = match runtime.load_cached(&source)? { Some(app) => app, None => runtime.compile(&source)? };
+//! let app = match runtime.lookup(path)? {
+//!     Lookup::Cached(app) => app,
+//!     Lookup::Source(source) => runtime.compile(&source)?, // or refuse precompiled ones
+//! };
 //! let code = runtime.run(&app, &wasi_spec, &Limits::default()).await?;
 //! ```
 
 mod cache;
+mod digests;
 mod limits;
 mod link;
 mod load;
 mod run;
 
-pub use cache::{ArtifactCache, CacheError};
+pub use cache::{ArtifactCache, CacheError, CachedArtifact};
 pub use limits::{DEFAULT_MEMORY_LIMIT, LimitExceeded, Limits, Size, TICK, humanize};
 pub use load::{App, AppKind, AppSource, LoadError, SourceKind};
 pub use run::RunError;
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wasmtime::{Config, Engine, WasmBacktraceDetails};
+
+/// What [`Runtime::lookup`] found.
+pub enum Lookup {
+    /// The compiled app, from the cache.
+    Cached(App),
+    /// The app's bytes, to compile (or, if precompiled, to load with consent).
+    Source(AppSource),
+}
 
 /// How to build a [`Runtime`].
 #[derive(Debug, Clone, Default)]
@@ -48,6 +59,7 @@ pub enum RuntimeError {
 pub struct Runtime {
     engine: Engine,
     cache: Option<ArtifactCache>,
+    digests: Option<digests::DigestIndex>,
     module_linker: OnceLock<wasmtime::Linker<run::ModuleHost>>,
     component_linker: OnceLock<wasmtime::component::Linker<run::ComponentHost>>,
     ticker: OnceLock<Ticker>,
@@ -56,12 +68,13 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let engine = Engine::new(&engine_config()).map_err(RuntimeError::Engine)?;
-        let cache = config
-            .cache_dir
-            .map(|root| ArtifactCache::new(&root, &engine_key(&engine)));
+        let cache =
+            (config.cache_dir.as_ref()).map(|root| ArtifactCache::new(root, &engine_key(&engine)));
+        let digests = (config.cache_dir.as_ref()).map(|root| digests::DigestIndex::new(root));
         Ok(Runtime {
             engine,
             cache,
+            digests,
             module_linker: OnceLock::new(),
             component_linker: OnceLock::new(),
             ticker: OnceLock::new(),
@@ -76,31 +89,64 @@ impl Runtime {
         self.cache.as_ref()
     }
 
+    /// Finds the app at `path` in the AOT cache, or reads it for compiling.
+    ///
+    /// A file whose digest is remembered (see `digests`) is not even read
+    /// when its artifact is cached; otherwise its bytes are read and hashed.
+    /// A precompiled file is returned as a source: the caller decides whether
+    /// to load it (`load_precompiled`), since that needs the user's consent.
+    pub fn lookup(&self, path: &Path) -> Result<Lookup, LoadError> {
+        if let Some(index) = &self.digests {
+            let stamp = load::stat(path)?;
+            if let Some(digest) = index.lookup(&stamp)
+                && let Some(app) = self.load_cached_digest(&load::app_name(path), &digest)
+            {
+                tracing::debug!(app = app.name(), digest, "digest remembered, file not read");
+                return Ok(Lookup::Cached(app));
+            }
+        }
+        let source = AppSource::read(path)?;
+        if source.kind() == SourceKind::Precompiled {
+            return Ok(Lookup::Source(source));
+        }
+        match self.load_cached(&source)? {
+            Some(app) => {
+                self.remember_digest(&source);
+                Ok(Lookup::Cached(app))
+            }
+            None => Ok(Lookup::Source(source)),
+        }
+    }
+
+    fn remember_digest(&self, source: &AppSource) {
+        if let (Some(index), Some(stamp)) = (&self.digests, &source.stamp) {
+            index.record(stamp, source.digest());
+        }
+    }
+
     /// Looks `source` up in the AOT cache. `Ok(None)` is a miss; a corrupted or
     /// incompatible entry is removed, logged, and also reported as a miss so
     /// the caller recompiles it.
     pub fn load_cached(&self, source: &AppSource) -> Result<Option<App>, LoadError> {
-        let Some(cache) = &self.cache else {
-            return Ok(None);
-        };
-        let artifact = match cache.get(source.digest()) {
-            Ok(Some(artifact)) => artifact,
-            Ok(None) => return Ok(None),
+        Ok(self.load_cached_digest(source.name(), source.digest()))
+    }
+
+    fn load_cached_digest(&self, name: &str, digest: &str) -> Option<App> {
+        let cache = self.cache.as_ref()?;
+        let entry = match cache.get(digest) {
+            Ok(entry) => entry?,
             Err(e) => {
                 tracing::warn!("{e}; recompiling");
-                cache.remove(source.digest());
-                return Ok(None);
+                cache.remove(digest);
+                return None;
             }
         };
-        match App::deserialize(&self.engine, source.name(), &artifact) {
-            Ok(app) => Ok(Some(app)),
+        match App::deserialize_file(&self.engine, name, entry) {
+            Ok(app) => Some(app),
             Err(e) => {
-                tracing::warn!(
-                    "cache entry for `{}` is unusable: {e}; recompiling",
-                    source.name()
-                );
-                cache.remove(source.digest());
-                Ok(None)
+                tracing::warn!("cache entry for `{name}` is unusable: {e}; recompiling");
+                cache.remove(digest);
+                None
             }
         }
     }
@@ -111,11 +157,13 @@ impl Runtime {
         if source.kind() == SourceKind::Precompiled {
             return self.load_precompiled(source);
         }
-        let (_, artifact) = source.precompile(&self.engine)?;
+        let (kind, artifact) = source.precompile(&self.engine)?;
         if let Some(cache) = &self.cache
-            && let Err(e) = cache.put(source.digest(), &artifact)
+            && let Err(e) = cache.put(source.digest(), kind, &artifact)
         {
             tracing::warn!("{e}; continuing without caching");
+        } else {
+            self.remember_digest(source);
         }
         App::deserialize(&self.engine, source.name(), &artifact)
     }

@@ -1,6 +1,7 @@
 //! Loading apps: telling modules, components, text and precompiled artifacts
 //! apart by their bytes, compiling, and going through the AOT cache.
 
+use crate::digests::FileStamp;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use wasmtime::component::Component;
@@ -12,6 +13,8 @@ pub struct AppSource {
     name: String,
     bytes: Vec<u8>,
     digest: String,
+    /// The file's identity while it was read, when it did not change meanwhile.
+    pub(crate) stamp: Option<FileStamp>,
 }
 
 /// What an app's bytes are.
@@ -67,25 +70,12 @@ impl AppSource {
     /// Reads an app from a file. Its name (for messages and `argv[0]`) is the
     /// file's base name.
     pub fn read(path: &Path) -> Result<AppSource, LoadError> {
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LoadError::NotFound {
-                path: shown.clone(),
-            },
-            _ if path.is_dir() => LoadError::Read {
-                path: shown.clone(),
-                reason: std::io::Error::other("it is a directory"),
-            },
-            _ => LoadError::Read {
-                path: shown.clone(),
-                reason: e,
-            },
-        })?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or(shown);
-        Ok(AppSource::from_bytes(name, bytes))
+        let before = stat(path)?;
+        let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
+        let after = stat(path)?;
+        let mut source = AppSource::from_bytes(app_name(path), bytes);
+        source.stamp = (before == after).then_some(after);
+        Ok(source)
     }
 
     pub fn from_bytes(name: String, bytes: Vec<u8>) -> AppSource {
@@ -94,6 +84,7 @@ impl AppSource {
             name,
             bytes,
             digest,
+            stamp: None,
         }
     }
 
@@ -154,6 +145,59 @@ impl AppSource {
     }
 }
 
+/// wasmtime 48 can map a component only by path; `/proc/self/fd` names the
+/// very file that was verified, so no other file can be swapped in between.
+#[cfg(target_os = "linux")]
+fn open_component(engine: &Engine, file: std::fs::File) -> wasmtime::Result<Component> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    // SAFETY: see `App::deserialize_file`; `file` stays open until mapped.
+    #[allow(unsafe_code)]
+    let component = unsafe { Component::deserialize_file(engine, &path) };
+    drop(file);
+    component
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_component(engine: &Engine, mut file: std::fs::File) -> wasmtime::Result<Component> {
+    use std::io::{Read, Seek};
+    let mut bytes = Vec::new();
+    file.rewind()?;
+    file.read_to_end(&mut bytes)?;
+    bytes.truncate(bytes.len().saturating_sub(crate::cache::TRAILER_LEN));
+    // SAFETY: see `App::deserialize_file`.
+    #[allow(unsafe_code)]
+    let component = unsafe { Component::deserialize(engine, &bytes) };
+    component
+}
+
+/// The name of an app in messages and its `argv[0]`: the file's base name.
+pub(crate) fn app_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// The identity of the file at `path`, which must be a regular file.
+pub(crate) fn stat(path: &Path) -> Result<FileStamp, LoadError> {
+    let meta = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
+    if meta.is_dir() {
+        return Err(LoadError::Read {
+            path: path.display().to_string(),
+            reason: std::io::Error::other("it is a directory"),
+        });
+    }
+    Ok(FileStamp::of(&meta))
+}
+
+fn read_error(path: &Path, e: std::io::Error) -> LoadError {
+    let path = path.display().to_string();
+    match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::NotFound { path },
+        _ => LoadError::Read { path, reason: e },
+    }
+}
+
 impl App {
     /// Deserializes an artifact produced by this engine (from the cache or a
     /// `--allow-precompiled` file).
@@ -202,6 +246,38 @@ impl App {
     }
 
     /// The name used in messages: the file's base name unless renamed.
+    /// Maps a verified cache entry. The file is mapped copy-on-write, not
+    /// read: an entry is never modified in place (see `cache`), so the mapping
+    /// holds exactly the bytes whose digest was checked.
+    pub(crate) fn deserialize_file(
+        engine: &Engine,
+        name: &str,
+        entry: crate::cache::CachedArtifact,
+    ) -> Result<App, LoadError> {
+        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+            name: name.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let code = match entry.kind {
+            AppKind::Module => {
+                // SAFETY: a wasmtime artifact that wrun compiled itself, just
+                // verified against its digest; wasmtime validates the header
+                // and engine compatibility.
+                #[allow(unsafe_code)]
+                let module = unsafe { Module::deserialize_open_file(engine, entry.file) }
+                    .map_err(invalid)?;
+                AppCode::Module(module)
+            }
+            AppKind::Component => {
+                AppCode::Component(open_component(engine, entry.file).map_err(invalid)?)
+            }
+        };
+        Ok(App {
+            name: name.to_owned(),
+            code,
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -229,8 +229,16 @@ impl Runtime {
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| self.component_link_error(app, linker, component, e))?;
-        // A WASI 0.3 command runs concurrently; otherwise it must be a 0.2 command.
-        if let Ok(command) = wasmtime_wasi::p3::bindings::CommandPre::new(pre.clone()) {
+        // A WASI 0.3 command runs concurrently; otherwise it must be a 0.2
+        // command. Looking at the export names first keeps the common case
+        // from building (and, with RUST_BACKTRACE set, unwinding for) an error.
+        let exports_p3_run = component
+            .component_type()
+            .exports(self.engine())
+            .any(|(name, _)| name.starts_with("wasi:cli/run@0.3"));
+        if exports_p3_run
+            && let Ok(command) = wasmtime_wasi::p3::bindings::CommandPre::new(pre.clone())
+        {
             return Ok(async {
                 let command = command.instantiate_async(&mut *store).await?;
                 let result = store

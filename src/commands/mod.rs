@@ -1,29 +1,29 @@
 pub mod compile;
 pub mod run;
 
-use wrun_runtime::{App, AppSource, LoadError, Runtime, Size};
+use std::path::Path;
+use wrun_runtime::{App, AppSource, LoadError, Lookup, Runtime, Size, SourceKind};
 
 /// Loads an app through the AOT cache, compiling it on a miss with a spinner
 /// on a terminal (and nothing on a pipe).
-pub fn load_app(
-    runtime: &Runtime,
-    source: &AppSource,
-    allow_precompiled: bool,
-) -> Result<App, LoadError> {
-    if source.kind() == wrun_runtime::SourceKind::Precompiled {
+pub fn load_app(runtime: &Runtime, path: &Path, allow_precompiled: bool) -> Result<App, LoadError> {
+    let source = match runtime.lookup(path)? {
+        Lookup::Cached(app) => {
+            tracing::debug!(app = app.name(), "loaded from the cache");
+            return Ok(app);
+        }
+        Lookup::Source(source) => source,
+    };
+    if source.kind() == SourceKind::Precompiled {
         if !allow_precompiled {
             return Err(LoadError::PrecompiledNotAllowed {
                 name: source.name().to_owned(),
             });
         }
-        return runtime.load_precompiled(source);
-    }
-    if let Some(app) = runtime.load_cached(source)? {
-        tracing::debug!(app = source.name(), "loaded from the cache");
-        return Ok(app);
+        return runtime.load_precompiled(&source);
     }
     let started = std::time::Instant::now();
-    let app = with_spinner(source, || runtime.compile(source))?;
+    let app = with_spinner(&source, || runtime.compile(&source))?;
     tracing::info!(app = source.name(), elapsed = ?started.elapsed(), "compiled");
     Ok(app)
 }

@@ -4,7 +4,6 @@ use crate::common::{RunOptions, guest_argv, runtime};
 use anyhow::Context as _;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use wrun_runtime::AppSource;
 
 /// Run a WASI app (core module, component or .wat) in an isolated instance.
 ///
@@ -70,8 +69,7 @@ impl RunCommand {
         let spec = self.options.wasi_spec(argv)?;
         let limits = self.options.limits();
         let runtime = runtime()?;
-        let source = AppSource::read(&self.app)?;
-        let mut app = super::load_app(&runtime, &source, self.options.allow_precompiled)?;
+        let mut app = super::load_app(&runtime, &self.app, self.options.allow_precompiled)?;
         if let Some(name) = &self.options.name {
             app = app.renamed(name.clone());
         }

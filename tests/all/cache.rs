@@ -11,7 +11,11 @@ fn entries(home: &Path) -> Vec<PathBuf> {
         return found;
     };
     for engine in engines {
-        for entry in fs::read_dir(engine.unwrap().path()).unwrap() {
+        let engine = engine.unwrap();
+        if engine.file_name() == "digests" {
+            continue;
+        }
+        for entry in fs::read_dir(engine.path()).unwrap() {
             found.push(entry.unwrap().path());
         }
     }
@@ -86,8 +90,11 @@ fn stale_entries_are_rebuilt(apps: &Apps) {
     run_logged(home.path(), apps.hello).assert_success();
     let entry = entries(home.path()).pop().unwrap();
     let good = fs::read(&entry).unwrap();
+    // The trailer: magic, kind byte, BLAKE3 of the artifact (see runtime/src/cache.rs).
+    let kind = good[good.len() - 33];
     let mut stale = b"\x7fELF from another engine".to_vec();
-    stale.extend_from_slice(b"wrun-cwasm-v1\0\0\0");
+    stale.extend_from_slice(b"wrun-cwasm-v2\0\0");
+    stale.push(kind);
     stale.extend_from_slice(blake3::hash(b"\x7fELF from another engine").as_bytes());
     fs::write(&entry, &stale).unwrap();
     let out = run_logged(home.path(), apps.hello);
@@ -102,6 +109,29 @@ for_both_targets!(
     corrupted_entries_are_rebuilt,
     stale_entries_are_rebuilt
 );
+
+#[test]
+fn settled_apps_are_not_rehashed_and_changes_are_noticed() {
+    let home = tempdir();
+    let dir = tempdir();
+    let app = copy_app(P2.hello, dir.path(), "hello.wasm");
+    // Only files unchanged for a few seconds are remembered by identity.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    run_logged(home.path(), app.to_str().unwrap()).assert_success();
+    let out = run_logged(home.path(), app.to_str().unwrap());
+    out.assert_success()
+        .assert_stderr_contains("digest remembered, file not read");
+
+    // Rewrite the file in place with different bytes of the same size: the
+    // change is noticed, the app recompiled, and the new code runs.
+    let mut bytes = fs::read(&app).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"Hello").unwrap();
+    bytes[at] = b'J';
+    fs::write(&app, &bytes).unwrap();
+    let out = run_logged(home.path(), app.to_str().unwrap());
+    out.assert_success().assert_stderr_contains("compiled");
+    assert_eq!(out.stdout, "Jello from a wrun guest!\n");
+}
 
 #[test]
 fn unwritable_cache_does_not_stop_the_app() {
