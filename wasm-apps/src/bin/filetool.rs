@@ -46,7 +46,10 @@ fn run(args: &[String]) -> io::Result<()> {
             let len = arg(2)?
                 .parse()
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad length"))?;
-            fs::OpenOptions::new().write(true).open(arg(1)?)?.set_len(len)?
+            fs::OpenOptions::new()
+                .write(true)
+                .open(arg(1)?)?
+                .set_len(len)?
         }
         "touch" => fs::File::open(arg(1)?)?.set_modified(std::time::SystemTime::UNIX_EPOCH)?,
         "stat" => {

@@ -2,7 +2,10 @@
 use std::io::Write;
 
 fn main() {
-    let mib: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let mib: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100);
     let line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+\n";
     let chunk: Vec<u8> = line.iter().copied().cycle().take(64 << 10).collect();
     let mut out = std::io::stdout().lock();

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine and runs a bundled app under wrun: installs the wasm
+# targets, builds wrun and the guestbook example, then runs it with one
+# directory mapped in, exactly as `wrun app.wasm -v ./data:/data` is typed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip1 wasm32-wasip2
+cargo build --release --locked --bin wrun
+cargo build --release --locked --manifest-path examples/guestbook/Cargo.toml --target wasm32-wasip2
+
+wrun="$PWD/target/release/wrun"
+app="$PWD/examples/guestbook/target/wasm32-wasip2/release/guestbook.wasm"
+work="$PWD/target/quickstart"
+mkdir -p "$work/data"
+cd "$work"
+
+run() {
+    printf '$ wrun guestbook.wasm'; printf ' %q' "$@"; echo
+    "$wrun" "$app" "$@"
+}
+run -v ./data:/data -- sign "$(id -un)" "first visit"
+run -v ./data:/data -e GREETING=hi -- look
+run -v ./data:/data:ro -- sign intruder "tries to write"  || echo "(refused: the volume is read-only; exit code $?)"
+run -v ./data:/data -- read
+echo "the guestbook lives on the host at $work/data/guestbook.txt"
