@@ -30,7 +30,10 @@ pub struct RunOptions {
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
 
-    /// The guest's working directory; must lie inside a volume.
+    /// The guest's working directory; must lie inside a volume. Reported as
+    /// WASI's initial-cwd and as PWD, and mapped as the guest's `.`, so that
+    /// relative paths resolve there even with wasi-libc, which starts every
+    /// program in `/`.
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,
 

@@ -80,6 +80,23 @@ pub(crate) struct ComponentHost {
     limiter: MemoryLimiter,
 }
 
+/// Store data that carries an instance's memory limiter.
+pub(crate) trait HasLimiter: Send + 'static {
+    fn limiter(&mut self) -> &mut MemoryLimiter;
+}
+
+impl HasLimiter for ModuleHost {
+    fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+}
+
+impl HasLimiter for ComponentHost {
+    fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+}
+
 impl WasiView for ComponentHost {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -123,25 +140,18 @@ impl Runtime {
         let run = async {
             match &app.code {
                 AppCode::Module(module) => {
-                    let host = ModuleHost {
-                        wasi: builder.build_p1(),
-                        limiter: MemoryLimiter::new(limits.memory),
-                    };
-                    let mut store = Store::new(self.engine(), host);
-                    store.limiter(|h| &mut h.limiter);
-                    self.set_deadlines(&mut store, limits);
+                    let wasi = builder.build_p1();
+                    let mut store = self.new_store(limits, |limiter| ModuleHost { wasi, limiter });
                     let result = self.run_module(&mut store, app, module).await;
                     classify(app, result, store.data().limiter.refused, limits)
                 }
                 AppCode::Component(component) => {
-                    let host = ComponentHost {
-                        ctx: builder.build(),
-                        table: ResourceTable::new(),
-                        limiter: MemoryLimiter::new(limits.memory),
-                    };
-                    let mut store = Store::new(self.engine(), host);
-                    store.limiter(|h| &mut h.limiter);
-                    self.set_deadlines(&mut store, limits);
+                    let (ctx, table) = (builder.build(), ResourceTable::new());
+                    let mut store = self.new_store(limits, |limiter| ComponentHost {
+                        ctx,
+                        table,
+                        limiter,
+                    });
                     let result = self.run_component(&mut store, app, component).await;
                     classify(app, result, store.data().limiter.refused, limits)
                 }
@@ -158,6 +168,18 @@ impl Runtime {
                 }),
             None => run.await,
         }
+    }
+
+    /// One instance's store, its memory limited and its deadlines armed.
+    fn new_store<T: HasLimiter>(
+        &self,
+        limits: &Limits,
+        host: impl FnOnce(MemoryLimiter) -> T,
+    ) -> Store<T> {
+        let mut store = Store::new(self.engine(), host(MemoryLimiter::new(limits.memory)));
+        store.limiter(|h| h.limiter());
+        self.set_deadlines(&mut store, limits);
+        store
     }
 
     /// Arms the epoch deadline: without time limits the guest is never

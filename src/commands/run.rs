@@ -67,6 +67,8 @@ impl RunCommand {
         self.options.check_supported()?;
         let argv = guest_argv(&self.app, &self.args)?;
         let spec = self.options.wasi_spec(argv)?;
+        // Bad volumes or workdirs are reported before a long compilation.
+        spec.validate()?;
         let limits = self.options.limits();
         let runtime = runtime()?;
         let mut app = super::load_app(&runtime, &self.app, self.options.allow_precompiled)?;

@@ -74,39 +74,19 @@ fn main() {
                 .join(triple)
                 .join("release")
                 .join(format!("{app}.wasm"));
-            assert!(
-                path.is_file(),
-                "expected {} after the build",
-                path.display()
-            );
-            writeln!(
-                code,
-                "    pub const {}: &str = {:?};",
-                app.to_uppercase(),
-                path.display().to_string()
-            )
-            .unwrap();
+            write_const(&mut code, &app.to_uppercase(), &path);
         }
         writeln!(code, "}}").unwrap();
     }
     writeln!(code, "/// WASI 0.3 commands, built for `{P3_TARGET}`.").unwrap();
     writeln!(code, "pub mod p3 {{").unwrap();
     for (name, package) in P3_APPS {
-        let path = target_dir
-            .join(P3_TARGET)
-            .join("release")
-            .join(format!("{}.wasm", package.replace('-', "_")));
-        assert!(
-            path.is_file(),
-            "expected {} after the build",
-            path.display()
+        let wasm = format!("{}.wasm", package.replace('-', "_"));
+        write_const(
+            &mut code,
+            name,
+            &target_dir.join(P3_TARGET).join("release").join(wasm),
         );
-        writeln!(
-            code,
-            "    pub const {name}: &str = {:?};",
-            path.display().to_string()
-        )
-        .unwrap();
     }
     writeln!(code, "}}").unwrap();
     writeln!(
@@ -126,6 +106,21 @@ fn main() {
 
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("apps.rs");
     fs::write(&out, code).unwrap_or_else(|e| panic!("failed to write {}: {e}", out.display()));
+}
+
+/// Writes `pub const NAME: &str = "path";` for a guest that must exist.
+fn write_const(code: &mut String, name: &str, path: &Path) {
+    assert!(
+        path.is_file(),
+        "expected {} after the build",
+        path.display()
+    );
+    writeln!(
+        code,
+        "    pub const {name}: &str = {:?};",
+        path.display().to_string()
+    )
+    .unwrap();
 }
 
 /// Runs `cargo build --release` on the `wasm-apps/` workspace with `args`.
