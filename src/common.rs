@@ -5,7 +5,10 @@ use anyhow::{Context as _, bail};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use wrun_host_api::{Stdin, Volume, WasiSpec, parse_env_arg, parse_env_file};
+use wrun_host_api::net::{
+    NetSpec, NetworkStore, OutboundRule, PortMapping, default_runtime_dir, prepare_runtime_dir,
+};
+use wrun_host_api::{NetworkAccess, Stdin, Volume, WasiSpec, parse_env_arg, parse_env_file};
 use wrun_runtime::{DEFAULT_MEMORY_LIMIT, Limits, Runtime, RuntimeConfig};
 
 /// How an app is started: its view of the host and its limits.
@@ -64,10 +67,29 @@ pub struct RunOptions {
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub name: Option<String>,
 
-    /// Publish a guest port on the host (HOST:GUEST). Not supported yet:
-    /// virtual sockets arrive in a later release; refused with a message.
-    #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST")]
-    pub publish: Vec<String>,
+    /// Publish a guest port on the host: [IP:][HOST_PORT:]GUEST_PORT[/tcp|/udp],
+    /// as Docker spells it (`8080:80`, `127.0.0.1:8080:80`, `80` for a port
+    /// the host picks and wrun prints, `8000-8009:80-89`, `5353:53/udp`).
+    /// Without IP the port is published on all IPv4 interfaces. Clients that
+    /// connect before the app listens wait. Components only. Repeatable.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]GUEST[/PROTO]", value_parser = parse_publish)]
+    pub publish: Vec<Vec<PortMapping>>,
+
+    /// Join a virtual network made with `wrun network create`: the app gets an
+    /// address on it, and members reach each other by --name or address,
+    /// also across separate wrun processes. `--network host` instead gives
+    /// the app the host's network unrestricted. Repeatable. [default: none:
+    /// the app has only its own loopback]
+    #[arg(long = "network", value_name = "NAME|host")]
+    pub networks: Vec<String>,
+
+    /// Allow connections and datagrams to a real destination: an IP, a CIDR
+    /// range or a DNS name (resolved by the host when the app looks it up),
+    /// with an optional port, e.g. `10.0.0.0/8`, `127.0.0.1:5432`,
+    /// `api.example.com:443`. Everything else outside the app's networks is
+    /// refused. Repeatable.
+    #[arg(long = "allow-outbound", value_name = "HOST_OR_CIDR[:PORT]", value_parser = parse_outbound)]
+    pub allow_outbound: Vec<OutboundRule>,
 
     /// Allow APP to be a precompiled artifact (from `wrun compile`). Such files
     /// are machine code: only run artifacts you compiled yourself.
@@ -76,15 +98,56 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// Refuses what this release cannot do yet.
-    pub fn check_supported(&self) -> anyhow::Result<()> {
-        if let Some(port) = self.publish.first() {
-            bail!(
-                "cannot publish `-p {port}`: port publishing needs wrun's virtual sockets, which \
-                 are not available yet"
-            );
+    /// Which network the app's sockets reach, and its namespace's spec.
+    pub fn net_spec(&self) -> anyhow::Result<(NetworkAccess, NetSpec)> {
+        let host = self.networks.iter().any(|n| n == "host");
+        let publish: Vec<PortMapping> = self.publish.iter().flatten().cloned().collect();
+        if host {
+            if self.networks.len() > 1 {
+                bail!("--network host cannot be combined with other networks");
+            }
+            if let Some(m) = publish.first() {
+                bail!(
+                    "-p {}:{} has no effect with --network host: the app binds host ports itself",
+                    m.host_port,
+                    m.guest_port
+                );
+            }
+            if !self.allow_outbound.is_empty() {
+                bail!("--allow-outbound has no effect with --network host: everything is allowed");
+            }
+            return Ok((NetworkAccess::Host, NetSpec::default()));
         }
-        Ok(())
+        let runtime_dir = default_runtime_dir();
+        let mut networks = Vec::new();
+        if !self.networks.is_empty() {
+            let home =
+                wrun_home().context("no home directory and no WRUN_HOME: cannot find networks")?;
+            let store = NetworkStore::new(&home, &runtime_dir);
+            for name in &self.networks {
+                if name == "none" {
+                    continue;
+                }
+                let info = store.get(name)?;
+                if !networks.contains(&info) {
+                    networks.push(info);
+                }
+            }
+            prepare_runtime_dir(&runtime_dir).with_context(|| {
+                format!(
+                    "failed to create the runtime directory `{}`",
+                    runtime_dir.display()
+                )
+            })?;
+        }
+        let spec = NetSpec {
+            name: self.name.clone(),
+            publish,
+            networks,
+            runtime_dir,
+            outbound: self.allow_outbound.clone(),
+        };
+        Ok((NetworkAccess::Virtual, spec))
     }
 
     pub fn limits(&self) -> Limits {
@@ -128,6 +191,7 @@ impl RunOptions {
             } else {
                 Stdin::Empty
             },
+            network: NetworkAccess::Virtual,
         })
     }
 }
@@ -166,6 +230,14 @@ pub fn runtime() -> anyhow::Result<Runtime> {
         tracing::warn!("no home directory and no WRUN_HOME: compiled apps will not be cached");
     }
     Ok(Runtime::new(RuntimeConfig { cache_dir })?)
+}
+
+fn parse_publish(s: &str) -> Result<Vec<PortMapping>, String> {
+    PortMapping::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_outbound(s: &str) -> Result<OutboundRule, String> {
+    OutboundRule::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_volume(s: &str) -> Result<Volume, String> {

@@ -44,7 +44,10 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
                 | RunError::NoEntryPoint { .. } => CANNOT_RUN,
                 RunError::Trap { .. } => TRAP,
                 RunError::LimitExceeded { .. } => LIMIT,
-                RunError::Spec(_) | RunError::Runtime(_) => WRUN_ERROR,
+                RunError::Spec(_)
+                | RunError::Runtime(_)
+                | RunError::NeedsComponent { .. }
+                | RunError::Net(_) => WRUN_ERROR,
             };
         }
     }

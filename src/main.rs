@@ -21,7 +21,8 @@ use commands::run::{RunCommand, ShorthandCommand};
     after_help = "Shorthand: `wrun APP [OPTIONS] [-- ARGS...]` is `wrun run [OPTIONS] APP [ARGS...]`;\n\
                   options may come before or after APP there, guest arguments after `--`.\n\n\
                   Logging: set WRUN_LOG (e.g. `WRUN_LOG=debug`); default `warn`.\n\
-                  State: $WRUN_HOME (default ~/.local/share/wrun) holds the compile cache."
+                  State: $WRUN_HOME (default ~/.local/share/wrun) holds the compile cache and networks;\n\
+                  sockets of running apps live under $XDG_RUNTIME_DIR/wrun."
 )]
 struct Wrun {
     #[command(subcommand)]
@@ -32,6 +33,7 @@ struct Wrun {
 enum Command {
     Run(RunCommand),
     Compile(commands::compile::CompileCommand),
+    Network(commands::network::NetworkCommand),
 }
 
 fn main() {
@@ -48,6 +50,7 @@ fn main() {
     let result = match command {
         Command::Run(run) => run.execute(),
         Command::Compile(compile) => compile.execute(),
+        Command::Network(network) => network.execute(),
     };
     let code = match result {
         Ok(code) => code,

@@ -7,9 +7,10 @@
 //! hands a guest a host handle.
 
 pub mod env;
+pub mod net;
 pub mod volume;
 mod wasi;
 
 pub use env::{EnvError, parse_env_arg, parse_env_file};
 pub use volume::{Access, Volume, VolumeError};
-pub use wasi::{SpecError, Stdin, WasiSpec};
+pub use wasi::{NetworkAccess, SpecError, Stdin, WasiSpec};

@@ -13,6 +13,17 @@ pub enum Stdin {
     Inherit,
 }
 
+/// Which network a component's `wasi:sockets` reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkAccess {
+    /// wrun's virtual network (see [`crate::net`]): its own loopback, the
+    /// networks it joined, published ports, allowed outbound destinations.
+    #[default]
+    Virtual,
+    /// The host's network, unrestricted (`--network host`).
+    Host,
+}
+
 /// The guest's view of the host. Everything not listed here is not granted:
 /// no directory, no host environment variable, no stdin unless inherited.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +35,7 @@ pub struct WasiSpec {
     /// The guest's initial working directory; must lie inside a volume.
     pub workdir: Option<String>,
     pub stdin: Stdin,
+    pub network: NetworkAccess,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +150,13 @@ impl WasiSpec {
             builder.inherit_stdin();
         }
         builder.inherit_stdout().inherit_stderr();
+        if self.network == NetworkAccess::Host {
+            builder
+                .inherit_network()
+                .allow_tcp(true)
+                .allow_udp(true)
+                .allow_ip_name_lookup(true);
+        }
         Ok(builder)
     }
 }

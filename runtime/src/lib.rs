@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wasmtime::{Config, Engine, WasmBacktraceDetails};
+use wrun_host_api::NetworkAccess;
 
 /// What [`Runtime::lookup`] found.
 pub enum Lookup {
@@ -61,7 +62,8 @@ pub struct Runtime {
     cache: Option<ArtifactCache>,
     digests: Option<digests::DigestIndex>,
     module_linker: OnceLock<wasmtime::Linker<run::ModuleHost>>,
-    component_linker: OnceLock<wasmtime::component::Linker<run::ComponentHost>>,
+    /// Components on wrun's virtual network, and on the host's network.
+    component_linkers: [OnceLock<wasmtime::component::Linker<run::ComponentHost>>; 2],
     ticker: OnceLock<Ticker>,
 }
 
@@ -76,7 +78,7 @@ impl Runtime {
             cache,
             digests,
             module_linker: OnceLock::new(),
-            component_linker: OnceLock::new(),
+            component_linkers: [OnceLock::new(), OnceLock::new()],
             ticker: OnceLock::new(),
         })
     }
@@ -192,12 +194,14 @@ impl Runtime {
 
     fn component_linker(
         &self,
+        network: NetworkAccess,
     ) -> Result<&wasmtime::component::Linker<run::ComponentHost>, RuntimeError> {
-        if let Some(linker) = self.component_linker.get() {
+        let cell = &self.component_linkers[usize::from(network == NetworkAccess::Host)];
+        if let Some(linker) = cell.get() {
             return Ok(linker);
         }
-        let linker = run::component_linker(&self.engine).map_err(RuntimeError::Linker)?;
-        Ok(self.component_linker.get_or_init(|| linker))
+        let linker = run::component_linker(&self.engine, network).map_err(RuntimeError::Linker)?;
+        Ok(cell.get_or_init(|| linker))
     }
 
     fn start_ticker(&self) {

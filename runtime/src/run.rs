@@ -9,7 +9,8 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Module, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
-use wrun_host_api::WasiSpec;
+use wrun_host_api::net::{Namespace, NetView};
+use wrun_host_api::{NetworkAccess, WasiSpec};
 
 /// How many wasm frames a trap report shows.
 const BACKTRACE_FRAMES: usize = 12;
@@ -33,6 +34,13 @@ pub enum RunError {
     },
     #[error("app `{app}` stopped: {limit}")]
     LimitExceeded { app: String, limit: LimitExceeded },
+    #[error(
+        "app `{app}` is a core module (WASI preview 1), which has no sockets, so {what} cannot \
+         apply to it; build it as a component (e.g. for wasm32-wasip2) to use the network"
+    )]
+    NeedsComponent { app: String, what: String },
+    #[error(transparent)]
+    Net(#[from] wrun_host_api::net::NetError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -73,10 +81,12 @@ impl ModuleHost {
     }
 }
 
-/// Store data of a component: the WASI context and its resource table.
+/// Store data of a component: the WASI context, its resource table, and its
+/// network namespace.
 pub(crate) struct ComponentHost {
     ctx: WasiCtx,
     table: ResourceTable,
+    net: Namespace,
     limiter: MemoryLimiter,
 }
 
@@ -118,22 +128,47 @@ pub(crate) fn module_linker(
 
 pub(crate) fn component_linker(
     engine: &wasmtime::Engine,
+    network: NetworkAccess,
 ) -> wasmtime::Result<wasmtime::component::Linker<ComponentHost>> {
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    if network == NetworkAccess::Virtual {
+        // WASI 0.2 sockets go through wrun's virtual network. (WASI 0.3
+        // sockets keep wasmtime-wasi's, which deny everything unless the
+        // network is the host's.)
+        wrun_host_api::net::add_to_linker(&mut linker, |h: &mut ComponentHost| NetView {
+            ns: &h.net,
+            table: &mut h.table,
+        })?;
+    }
     Ok(linker)
 }
 
 impl Runtime {
     /// Runs `app` as a command (its `_start` or `wasi:cli/run`) with the world
-    /// described by `spec`, under `limits`. Returns the guest's exit code.
+    /// described by `spec` and the network namespace `net`, under `limits`.
+    /// Returns the guest's exit code.
     ///
     /// Must be called inside a tokio runtime; for CPU-time accounting to be
     /// accurate it should be a current-thread runtime, so the guest does not
     /// move between threads.
-    pub async fn run(&self, app: &App, spec: &WasiSpec, limits: &Limits) -> Result<i32, RunError> {
+    pub async fn run(
+        &self,
+        app: &App,
+        spec: &WasiSpec,
+        net: Namespace,
+        limits: &Limits,
+    ) -> Result<i32, RunError> {
         spec.validate()?;
+        if let AppCode::Module(_) = app.code
+            && let Some(what) = net.needs_sockets()
+        {
+            return Err(RunError::NeedsComponent {
+                app: app.name.clone(),
+                what,
+            });
+        }
         // Filesystem calls may block the running thread unless a timeout must
         // be able to interrupt them.
         let builder = &mut spec.builder(limits.timeout.is_none())?;
@@ -150,9 +185,12 @@ impl Runtime {
                     let mut store = self.new_store(limits, |limiter| ComponentHost {
                         ctx,
                         table,
+                        net,
                         limiter,
                     });
-                    let result = self.run_component(&mut store, app, component).await;
+                    let result = self
+                        .run_component(&mut store, app, component, spec.network)
+                        .await;
                     classify(app, result, store.data().limiter.refused, limits)
                 }
             }
@@ -246,8 +284,9 @@ impl Runtime {
         store: &mut Store<ComponentHost>,
         app: &App,
         component: &Component,
+        network: NetworkAccess,
     ) -> Result<wasmtime::Result<()>, RunError> {
-        let linker = self.component_linker()?;
+        let linker = self.component_linker(network)?;
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| self.component_link_error(app, linker, component, e))?;

@@ -1,4 +1,5 @@
 pub mod compile;
+pub mod network;
 pub mod run;
 
 use std::path::Path;

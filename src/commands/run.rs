@@ -4,6 +4,7 @@ use crate::common::{RunOptions, guest_argv, runtime};
 use anyhow::Context as _;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use wrun_host_api::net::Namespace;
 
 /// Run a WASI app (core module, component or .wat) in an isolated instance.
 ///
@@ -64,23 +65,38 @@ impl RunCommand {
     /// Runs the app; returns the process exit code (the guest's own, when it
     /// ran to an exit).
     pub fn execute(self) -> anyhow::Result<i32> {
-        self.options.check_supported()?;
         let argv = guest_argv(&self.app, &self.args)?;
-        let spec = self.options.wasi_spec(argv)?;
+        let mut spec = self.options.wasi_spec(argv)?;
         // Bad volumes or workdirs are reported before a long compilation.
         spec.validate()?;
+        let (network, net_spec) = self.options.net_spec()?;
+        spec.network = network;
         let limits = self.options.limits();
         let runtime = runtime()?;
-        let mut app = super::load_app(&runtime, &self.app, self.options.allow_precompiled)?;
-        if let Some(name) = &self.options.name {
-            app = app.renamed(name.clone());
-        }
         // One thread: the guest never migrates, so CPU-time accounting is
         // exact, and a single-app process needs no more.
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("failed to start the async runtime")?;
-        Ok(tokio.block_on(runtime.run(&app, &spec, &limits))?)
+        tokio.block_on(async {
+            // Published ports are bound first: a taken port is reported at
+            // once, and clients that connect during compilation just wait.
+            let net = Namespace::start(&net_spec).await?;
+            let mut app = super::load_app(&runtime, &self.app, self.options.allow_precompiled)?;
+            if let Some(name) = &self.options.name {
+                app = app.renamed(name.clone());
+            }
+            for port in net.published().iter().filter(|p| p.mapping.host_port == 0) {
+                eprintln!(
+                    "wrun: {}: published {} -> {}/{}",
+                    app.name(),
+                    port.host,
+                    port.mapping.guest_port,
+                    port.mapping.protocol
+                );
+            }
+            Ok(runtime.run(&app, &spec, net, &limits).await?)
+        })
     }
 }

@@ -1,0 +1,521 @@
+//! The guest's network: a virtual stack per instance.
+//!
+//! Every instance has its own loopback and its own port space, one virtual
+//! IP on each network it joins, and a name other members resolve. Guest
+//! sockets are virtual: binding a port only books it in the instance's
+//! namespace. Host sockets exist only at the edges: a published port (`-p`)
+//! whose host listener feeds the guest's listening socket, and outbound
+//! connections that the policy allows. Connections between instances on a
+//! network are Unix stream sockets in the network's rendezvous directory
+//! (see `network`), so they work between separate `wrun` processes.
+//!
+//! This module implements `wasi:sockets` (tcp, udp, ip-name-lookup and their
+//! create-socket interfaces) for components, shadowing wasmtime-wasi's
+//! implementation; `instance-network` and `network` stay wasmtime-wasi's.
+
+mod bindings;
+mod lookup;
+mod network;
+mod policy;
+mod publish;
+mod stream;
+mod tcp;
+mod udp;
+
+pub use network::{NetworkError, NetworkInfo, NetworkStore, default_runtime_dir};
+pub use policy::{OutboundRule, RuleError};
+pub use publish::{PortMapping, PortSpecError, Protocol};
+
+use network::Membership;
+use policy::Policy;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use stream::Conn;
+use tokio::sync::mpsc;
+use wasmtime::component::{HasData, ResourceTable};
+use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
+
+/// What an instance may do on the network. The default is nothing but its
+/// own loopback.
+#[derive(Debug, Clone, Default)]
+pub struct NetSpec {
+    /// The instance's name, registered on every network it joins.
+    pub name: Option<String>,
+    pub publish: Vec<PortMapping>,
+    pub networks: Vec<NetworkInfo>,
+    /// Where the networks' rendezvous directories live.
+    pub runtime_dir: PathBuf,
+    pub outbound: Vec<OutboundRule>,
+}
+
+impl NetSpec {
+    /// Whether the spec asks for anything beyond a private loopback.
+    pub fn is_isolated(&self) -> bool {
+        self.publish.is_empty() && self.networks.is_empty() && self.outbound.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("{0}")]
+    Publish(String),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("cannot join network `{network}`: {reason}")]
+    Join { network: String, reason: String },
+}
+
+/// A port published on the host, as bound.
+#[derive(Debug, Clone)]
+pub struct PublishedPort {
+    pub mapping: PortMapping,
+    /// The host address actually bound (with the picked port, if any).
+    pub host: SocketAddr,
+}
+
+/// One instance's network namespace. Dropping it releases every host port,
+/// address and name it holds.
+pub struct Namespace {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    memberships: Vec<Membership>,
+    policy: Policy,
+    published: Vec<Published>,
+    state: Mutex<State>,
+}
+
+struct Published {
+    info: PublishedPort,
+    socket: HostSocket,
+}
+
+enum HostSocket {
+    Tcp(Arc<tokio::net::TcpListener>),
+    Udp(Arc<tokio::net::UdpSocket>),
+}
+
+/// A connection delivered to a listening guest socket.
+pub(crate) struct Incoming {
+    pub(crate) conn: Conn,
+    pub(crate) local: SocketAddr,
+    pub(crate) peer: SocketAddr,
+}
+
+/// A datagram delivered to a bound guest UDP socket.
+pub(crate) struct Datagram {
+    pub(crate) data: bytes::Bytes,
+    pub(crate) from: SocketAddr,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    next_ephemeral: u16,
+    /// Booked ports: (protocol, address, port, owner).
+    bindings: Vec<(Protocol, SocketAddr, u64)>,
+    tcp_listeners: Vec<(SocketAddr, mpsc::Sender<Incoming>, u64)>,
+    udp_sockets: Vec<(SocketAddr, mpsc::Sender<Datagram>, u64)>,
+}
+
+/// The first and last ephemeral port (Linux's default range).
+const EPHEMERAL: (u16, u16) = (32768, 60999);
+
+impl Namespace {
+    /// Builds the namespace: binds every published host port and joins every
+    /// network (taking an address and the name). Must run inside tokio.
+    pub async fn start(spec: &NetSpec) -> Result<Namespace, NetError> {
+        let mut memberships = Vec::new();
+        for info in &spec.networks {
+            memberships.push(Membership::join(
+                info,
+                &spec.runtime_dir,
+                spec.name.as_deref(),
+            )?);
+        }
+        let mut published = Vec::new();
+        for mapping in &spec.publish {
+            let addr = SocketAddr::new(mapping.host_ip, mapping.host_port);
+            let socket = match mapping.protocol {
+                Protocol::Tcp => bind_tcp_listener(addr).map(|l| HostSocket::Tcp(Arc::new(l))),
+                Protocol::Udp => std::net::UdpSocket::bind(addr)
+                    .and_then(|s| {
+                        s.set_nonblocking(true)?;
+                        tokio::net::UdpSocket::from_std(s)
+                    })
+                    .map(|s| HostSocket::Udp(Arc::new(s))),
+            }
+            .map_err(|e| NetError::Publish(publish::bind_error(mapping, &e)))?;
+            let host = match &socket {
+                HostSocket::Tcp(l) => l.local_addr(),
+                HostSocket::Udp(s) => s.local_addr(),
+            }
+            .map_err(|e| NetError::Publish(publish::bind_error(mapping, &e)))?;
+            published.push(Published {
+                info: PublishedPort {
+                    mapping: mapping.clone(),
+                    host,
+                },
+                socket,
+            });
+        }
+        let shared = Shared {
+            memberships,
+            policy: Policy::new(spec.outbound.clone()),
+            published,
+            state: Mutex::new(State {
+                next_ephemeral: EPHEMERAL.0,
+                ..State::default()
+            }),
+        };
+        Ok(Namespace {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// What in this namespace only a component could use, for refusing it
+    /// to a core module (which has no sockets): e.g. "publishing `-p 8080:80`".
+    pub fn needs_sockets(&self) -> Option<String> {
+        if let Some(p) = self.shared.published.first() {
+            let m = &p.info.mapping;
+            return Some(format!(
+                "publishing a port (`-p {}:{}/{}`)",
+                m.host_port, m.guest_port, m.protocol
+            ));
+        }
+        if let Some(m) = self.shared.memberships.first() {
+            return Some(format!("joining network `{}`", m.info.name));
+        }
+        if self.shared.policy.has_rules() {
+            return Some("--allow-outbound".to_owned());
+        }
+        None
+    }
+
+    /// The published ports, as bound.
+    pub fn published(&self) -> Vec<PublishedPort> {
+        self.shared
+            .published
+            .iter()
+            .map(|p| p.info.clone())
+            .collect()
+    }
+
+    /// The instance's virtual IP on each network it joined.
+    pub fn addresses(&self) -> Vec<(String, Ipv4Addr)> {
+        self.shared
+            .memberships
+            .iter()
+            .map(|m| (m.info.name.clone(), m.ip))
+            .collect()
+    }
+}
+
+fn bind_tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // The port can be published again as soon as the app exits, even with
+    // connections still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // Connections that arrive before the guest listens wait here.
+    socket.listen(1024)
+}
+
+/// The view of an instance's store that the socket host functions use.
+pub struct NetView<'a> {
+    pub ns: &'a Namespace,
+    pub table: &'a mut ResourceTable,
+}
+
+struct VNet;
+
+impl HasData for VNet {
+    type Data<'a> = NetView<'a>;
+}
+
+/// Replaces wasmtime-wasi's `wasi:sockets` implementation in `linker` (which
+/// must already hold wasmtime-wasi's p2 interfaces) with wrun's.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    get: fn(&mut T) -> NetView<'_>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    bindings::wasi::sockets::tcp::add_to_linker::<T, VNet>(linker, get)?;
+    bindings::wasi::sockets::tcp_create_socket::add_to_linker::<T, VNet>(linker, get)?;
+    bindings::wasi::sockets::udp::add_to_linker::<T, VNet>(linker, get)?;
+    bindings::wasi::sockets::udp_create_socket::add_to_linker::<T, VNet>(linker, get)?;
+    bindings::wasi::sockets::ip_name_lookup::add_to_linker::<T, VNet>(linker, get)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+impl wasmtime_wasi::p2::bindings::sockets::network::Host for NetView<'_> {
+    fn convert_error_code(
+        &mut self,
+        error: wasmtime_wasi::p2::SocketError,
+    ) -> wasmtime::Result<ErrorCode> {
+        error.downcast()
+    }
+
+    fn network_error_code(
+        &mut self,
+        _: wasmtime::component::Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
+        Ok(None)
+    }
+}
+
+impl wasmtime_wasi::p2::bindings::sockets::network::HostNetwork for NetView<'_> {
+    fn drop(
+        &mut self,
+        this: wasmtime::component::Resource<wasmtime_wasi::p2::Network>,
+    ) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+/// Removes a booking or registration from the namespace when dropped.
+pub(crate) struct Guard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.bindings.retain(|b| b.2 != self.id);
+        state.tcp_listeners.retain(|l| l.2 != self.id);
+        state.udp_sockets.retain(|s| s.2 != self.id);
+    }
+}
+
+/// Aborts a background task when dropped.
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where a connection or datagram to `addr` goes.
+pub(crate) enum Route<'a> {
+    /// This instance: its loopback or one of its own addresses.
+    Local,
+    /// Another member of a network this instance joined.
+    Peer(&'a Membership, Ipv4Addr),
+    /// A real host address that the outbound policy allows.
+    Outbound,
+    /// Anything else.
+    Denied,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub(crate) fn memberships(&self) -> &[Membership] {
+        &self.memberships
+    }
+
+    fn is_own(&self, ip: IpAddr) -> bool {
+        ip.is_loopback()
+            || matches!(ip, IpAddr::V4(v4) if self.memberships.iter().any(|m| m.ip == v4))
+    }
+
+    /// The address the instance is reached at when a socket is bound to the
+    /// unspecified address: its first virtual IP, else loopback.
+    pub(crate) fn primary_ip(&self, family_v6: bool) -> IpAddr {
+        if family_v6 {
+            return IpAddr::V6(Ipv6Addr::LOCALHOST);
+        }
+        IpAddr::V4(
+            self.memberships
+                .first()
+                .map_or(Ipv4Addr::LOCALHOST, |m| m.ip),
+        )
+    }
+
+    pub(crate) fn route(&self, dest: SocketAddr) -> Route<'_> {
+        let ip = dest.ip();
+        if self.is_own(ip) {
+            return Route::Local;
+        }
+        if let IpAddr::V4(v4) = ip
+            && let Some(m) = self.memberships.iter().find(|m| m.contains(v4))
+        {
+            return Route::Peer(m, v4);
+        }
+        if self.policy.allows(dest) {
+            Route::Outbound
+        } else {
+            Route::Denied
+        }
+    }
+
+    /// Books `addr` for `protocol`, picking an ephemeral port for port 0.
+    pub(crate) fn bind(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        addr: SocketAddr,
+    ) -> Result<(SocketAddr, Guard), ErrorCode> {
+        let ip = addr.ip();
+        if !(ip.is_unspecified() || self.is_own(ip)) {
+            return Err(ErrorCode::AddressNotBindable);
+        }
+        let mut state = self.lock();
+        let conflicts = |state: &State, port: u16| {
+            state.bindings.iter().any(|(p, b, _)| {
+                *p == protocol
+                    && b.port() == port
+                    && b.is_ipv4() == addr.is_ipv4()
+                    && (b.ip() == ip || b.ip().is_unspecified() || ip.is_unspecified())
+            })
+        };
+        let port = if addr.port() == 0 {
+            let span = EPHEMERAL.1 - EPHEMERAL.0 + 1;
+            let mut found = None;
+            for _ in 0..span {
+                let candidate = state.next_ephemeral;
+                state.next_ephemeral = if candidate >= EPHEMERAL.1 {
+                    EPHEMERAL.0
+                } else {
+                    candidate + 1
+                };
+                if !conflicts(&state, candidate) {
+                    found = Some(candidate);
+                    break;
+                }
+            }
+            found.ok_or(ErrorCode::AddressInUse)?
+        } else if conflicts(&state, addr.port()) {
+            return Err(ErrorCode::AddressInUse);
+        } else {
+            addr.port()
+        };
+        let bound = SocketAddr::new(ip, port);
+        state.next_id += 1;
+        let id = state.next_id;
+        state.bindings.push((protocol, bound, id));
+        Ok((
+            bound,
+            Guard {
+                shared: self.clone(),
+                id,
+            },
+        ))
+    }
+
+    /// Registers a listening TCP socket bound at `addr`.
+    pub(crate) fn register_listener(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        tx: mpsc::Sender<Incoming>,
+    ) -> Guard {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = state.next_id;
+        state.tcp_listeners.push((addr, tx, id));
+        Guard {
+            shared: self.clone(),
+            id,
+        }
+    }
+
+    /// The local listener a connection to `dest` reaches, if any.
+    pub(crate) fn find_listener(&self, dest: SocketAddr) -> Option<mpsc::Sender<Incoming>> {
+        let state = self.lock();
+        let matches = |a: &SocketAddr| {
+            a.port() == dest.port()
+                && a.is_ipv4() == dest.is_ipv4()
+                && (a.ip() == dest.ip()
+                    || (a.ip().is_unspecified() && self.is_own(dest.ip()))
+                    || (a.ip().is_loopback() && dest.ip().is_loopback() && a.ip() == dest.ip()))
+        };
+        state
+            .tcp_listeners
+            .iter()
+            .find(|(a, _, _)| matches(a))
+            .map(|(_, tx, _)| tx.clone())
+    }
+
+    pub(crate) fn register_udp(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        tx: mpsc::Sender<Datagram>,
+    ) -> Guard {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = state.next_id;
+        state.udp_sockets.push((addr, tx, id));
+        Guard {
+            shared: self.clone(),
+            id,
+        }
+    }
+
+    pub(crate) fn find_udp(&self, dest: SocketAddr) -> Option<mpsc::Sender<Datagram>> {
+        let state = self.lock();
+        state
+            .udp_sockets
+            .iter()
+            .find(|(a, _, _)| {
+                a.port() == dest.port()
+                    && a.is_ipv4() == dest.is_ipv4()
+                    && (a.ip() == dest.ip() || (a.ip().is_unspecified() && self.is_own(dest.ip())))
+            })
+            .map(|(_, tx, _)| tx.clone())
+    }
+
+    /// Published TCP listeners that feed guest port `port` when the guest
+    /// listens on `addr`: for the unspecified address, loopback or one of its
+    /// own addresses alike, so `0.0.0.0:80` and `127.0.0.1:80` both work.
+    pub(crate) fn published_tcp(&self, addr: SocketAddr) -> Vec<Arc<tokio::net::TcpListener>> {
+        self.published
+            .iter()
+            .filter(|p| p.info.mapping.guest_port == addr.port() && addr.is_ipv4())
+            .filter_map(|p| match &p.socket {
+                HostSocket::Tcp(l) => Some(l.clone()),
+                HostSocket::Udp(_) => None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn published_udp(&self, port: u16) -> Vec<Arc<tokio::net::UdpSocket>> {
+        self.published
+            .iter()
+            .filter(|p| p.info.mapping.guest_port == port)
+            .filter_map(|p| match &p.socket {
+                HostSocket::Udp(s) => Some(s.clone()),
+                HostSocket::Tcp(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Checks a `wasi:sockets` address the way the WASI spec asks of a remote
+/// address: a real port, not the unspecified, broadcast or multicast address.
+pub(crate) fn check_remote(addr: SocketAddr) -> Result<(), ErrorCode> {
+    let ip = addr.ip();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if addr.port() == 0 || ip.is_unspecified() || ip.is_multicast() || broadcast {
+        return Err(ErrorCode::InvalidArgument);
+    }
+    Ok(())
+}
+
+/// The runtime directory for rendezvous sockets, created private.
+pub fn prepare_runtime_dir(dir: &Path) -> std::io::Result<()> {
+    network::create_private_dir(dir)
+}

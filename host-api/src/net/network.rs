@@ -1,0 +1,467 @@
+//! Virtual networks: their definitions under `$WRUN_HOME/networks`, and the
+//! rendezvous directory where members on this host find each other.
+//!
+//! A network is a name, a random id and an IPv4 /24 subnet. Its rendezvous
+//! directory `<runtime dir>/n/<id>/` holds, for each live member, a lock file
+//! per virtual IP (`ip-<addr>`) and per name (`name-<name>`, holding the IP),
+//! and a Unix socket per listening port (`t-<addr>-<port>` for TCP,
+//! `u-<addr>-<port>` for UDP). A member holds an exclusive `flock` on its IP
+//! and name files for as long as it runs, so an entry left behind by a crashed
+//! process is recognised as free by the next one, and separate `wrun run`
+//! processes share a network with no daemon in between.
+
+use std::fs;
+use std::io::{self, Read, Seek, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// A network as stored by `wrun network create`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub id: String,
+    /// The /24 subnet's first address, e.g. 10.89.0.0.
+    pub subnet: Ipv4Addr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(
+        "invalid network name `{0}`: use letters, digits, `_`, `.` and `-`, starting with a letter or digit"
+    )]
+    InvalidName(String),
+    #[error("network `{0}` is reserved")]
+    Reserved(String),
+    #[error("network `{0}` already exists")]
+    Exists(String),
+    #[error("no such network `{0}` (create it with `wrun network create {0}`)")]
+    NotFound(String),
+    #[error("invalid subnet `{0}`: expected an IPv4 /24 such as 10.89.3.0/24")]
+    InvalidSubnet(String),
+    #[error("subnet {0}/24 is already used by network `{1}`")]
+    SubnetInUse(Ipv4Addr, String),
+    #[error("network `{name}` is in use by {members} running app(s)")]
+    InUse { name: String, members: usize },
+    #[error("the name `{name}` is already taken on network `{network}`")]
+    NameTaken { name: String, network: String },
+    #[error("network `{0}` has no free address left")]
+    Full(String),
+    #[error("network definition `{}` is damaged: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
+    #[error("{what} `{}`: {error}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> NetworkError + 'a {
+    move |error| NetworkError::Io {
+        what,
+        path: path.to_owned(),
+        error,
+    }
+}
+
+/// Names a network may not have: `host` and `none` mean something to `--network`.
+const RESERVED: [&str; 3] = ["host", "none", "bridge"];
+
+/// The networks defined under `$WRUN_HOME/networks`.
+#[derive(Debug, Clone)]
+pub struct NetworkStore {
+    dir: PathBuf,
+    runtime_dir: PathBuf,
+}
+
+impl NetworkStore {
+    /// `home` is `$WRUN_HOME`; `runtime_dir` is where rendezvous directories live.
+    pub fn new(home: &Path, runtime_dir: &Path) -> NetworkStore {
+        NetworkStore {
+            dir: home.join("networks"),
+            runtime_dir: runtime_dir.to_owned(),
+        }
+    }
+
+    pub fn runtime_dir(&self) -> &Path {
+        &self.runtime_dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.net"))
+    }
+
+    pub fn create(&self, name: &str, subnet: Option<&str>) -> Result<NetworkInfo, NetworkError> {
+        check_name(name)?;
+        if RESERVED.contains(&name) {
+            return Err(NetworkError::Reserved(name.to_owned()));
+        }
+        let existing = self.list()?;
+        if existing.iter().any(|n| n.name == name) {
+            return Err(NetworkError::Exists(name.to_owned()));
+        }
+        let subnet = match subnet {
+            Some(text) => {
+                let subnet = parse_subnet(text)?;
+                if let Some(other) = existing.iter().find(|n| n.subnet == subnet) {
+                    return Err(NetworkError::SubnetInUse(subnet, other.name.clone()));
+                }
+                subnet
+            }
+            None => (0..=255u8)
+                .map(|i| Ipv4Addr::new(10, 89, i, 0))
+                .find(|s| existing.iter().all(|n| n.subnet != *s))
+                .ok_or_else(|| NetworkError::Full(name.to_owned()))?,
+        };
+        let info = NetworkInfo {
+            name: name.to_owned(),
+            id: random_id(),
+            subnet,
+        };
+        fs::create_dir_all(&self.dir).map_err(io_err("failed to create", &self.dir))?;
+        let path = self.path(name);
+        let text = format!(
+            "name = {}\nid = {}\nsubnet = {}/24\n",
+            info.name, info.id, info.subnet
+        );
+        // Create-exclusive: of two concurrent creates, one wins.
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&self.dir).map_err(io_err("failed to write", &path))?;
+        tmp.write_all(text.as_bytes())
+            .map_err(io_err("failed to write", &path))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("failed to write", &path))?;
+        tmp.persist_noclobber(&path).map_err(|e| {
+            if e.error.kind() == io::ErrorKind::AlreadyExists {
+                NetworkError::Exists(name.to_owned())
+            } else {
+                NetworkError::Io {
+                    what: "failed to write",
+                    path: path.clone(),
+                    error: e.error,
+                }
+            }
+        })?;
+        Ok(info)
+    }
+
+    pub fn get(&self, name: &str) -> Result<NetworkInfo, NetworkError> {
+        check_name(name)?;
+        let path = self.path(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => parse_info(&text, &path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(NetworkError::NotFound(name.to_owned()))
+            }
+            Err(e) => Err(io_err("failed to read", &path)(e)),
+        }
+    }
+
+    /// Every network, sorted by name.
+    pub fn list(&self) -> Result<Vec<NetworkInfo>, NetworkError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("failed to list", &self.dir)(e)),
+        };
+        let mut networks = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(io_err("failed to list", &self.dir))?.path();
+            if path.extension().is_some_and(|e| e == "net") {
+                let text = fs::read_to_string(&path).map_err(io_err("failed to read", &path))?;
+                networks.push(parse_info(&text, &path)?);
+            }
+        }
+        networks.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(networks)
+    }
+
+    /// The number of apps currently on the network (on this host).
+    pub fn members(&self, info: &NetworkInfo) -> usize {
+        let dir = self.runtime_dir.join("n").join(&info.id);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ip-"))
+            .filter(|e| is_held(&e.path()))
+            .count()
+    }
+
+    /// Removes a network nobody is using.
+    pub fn remove(&self, name: &str) -> Result<NetworkInfo, NetworkError> {
+        let info = self.get(name)?;
+        let members = self.members(&info);
+        if members > 0 {
+            return Err(NetworkError::InUse {
+                name: name.to_owned(),
+                members,
+            });
+        }
+        let path = self.path(name);
+        fs::remove_file(&path).map_err(io_err("failed to remove", &path))?;
+        let _ = fs::remove_dir_all(self.runtime_dir.join("n").join(&info.id));
+        Ok(info)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), NetworkError> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 64;
+    if valid {
+        Ok(())
+    } else {
+        Err(NetworkError::InvalidName(name.to_owned()))
+    }
+}
+
+fn parse_subnet(text: &str) -> Result<Ipv4Addr, NetworkError> {
+    let invalid = || NetworkError::InvalidSubnet(text.to_owned());
+    let (addr, prefix) = text.split_once('/').ok_or_else(invalid)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| invalid())?;
+    if prefix != "24" || addr.octets()[3] != 0 || addr.is_loopback() || addr.is_unspecified() {
+        return Err(invalid());
+    }
+    Ok(addr)
+}
+
+fn parse_info(text: &str, path: &Path) -> Result<NetworkInfo, NetworkError> {
+    let damaged = |reason: &str| NetworkError::Damaged {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(key)?
+                    .trim_start()
+                    .strip_prefix('=')
+                    .map(str::trim)
+            })
+            .ok_or_else(|| damaged(&format!("no `{key}`")))
+    };
+    let name = field("name")?.to_owned();
+    let id = field("id")?.to_owned();
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(damaged("bad `id`"));
+    }
+    let subnet = parse_subnet(field("subnet")?).map_err(|_| damaged("bad `subnet`"))?;
+    Ok(NetworkInfo { name, id, subnet })
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 6];
+    // getrandom through rustix: the id only needs to be unique per host.
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes.copy_from_slice(&(nanos as u64 ^ u64::from(std::process::id())).to_le_bytes()[..6]);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether some live process holds the lock on `path`.
+pub(crate) fn is_held(path: &Path) -> bool {
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
+        Ok(()) => false,
+        Err(_) => true,
+    }
+}
+
+/// Takes the exclusive lock on `path` (creating it), or `None` if a live
+/// process holds it.
+fn try_take(path: &Path) -> io::Result<Option<fs::File>> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates `dir` (and parents) private to this user.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// One app's place on a network: its virtual IP and name, held until dropped.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    pub(crate) info: NetworkInfo,
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) dir: PathBuf,
+    _ip_lock: fs::File,
+    _name_lock: Option<fs::File>,
+}
+
+impl Membership {
+    pub(crate) fn join(
+        info: &NetworkInfo,
+        runtime_dir: &Path,
+        name: Option<&str>,
+    ) -> Result<Membership, NetworkError> {
+        let dir = runtime_dir.join("n").join(&info.id);
+        create_private_dir(&dir).map_err(io_err("failed to create", &dir))?;
+        // The name first: a taken name must not cost an address.
+        let name_lock = match name {
+            Some(name) => {
+                let path = dir.join(format!("name-{name}"));
+                match try_take(&path).map_err(io_err("failed to lock", &path))? {
+                    Some(file) => Some(file),
+                    None => {
+                        return Err(NetworkError::NameTaken {
+                            name: name.to_owned(),
+                            network: info.name.clone(),
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
+        let [a, b, c, _] = info.subnet.octets();
+        for host in 2..=254u8 {
+            let ip = Ipv4Addr::new(a, b, c, host);
+            let path = dir.join(format!("ip-{ip}"));
+            let Some(ip_lock) = try_take(&path).map_err(io_err("failed to lock", &path))? else {
+                continue;
+            };
+            if let Some(mut file) = name_lock.as_ref() {
+                let write = file
+                    .set_len(0)
+                    .and_then(|()| file.rewind())
+                    .and_then(|()| writeln!(file, "{ip}"));
+                let path = dir.join(format!("name-{}", name.unwrap_or_default()));
+                write.map_err(io_err("failed to write", &path))?;
+            }
+            return Ok(Membership {
+                info: info.clone(),
+                ip,
+                dir,
+                _ip_lock: ip_lock,
+                _name_lock: name_lock,
+            });
+        }
+        Err(NetworkError::Full(info.name.clone()))
+    }
+
+    /// The virtual IP of the live member called `name`, if any.
+    pub(crate) fn resolve(&self, name: &str) -> Option<Ipv4Addr> {
+        if check_name(name).is_err() {
+            return None;
+        }
+        let path = self.dir.join(format!("name-{name}"));
+        if !is_held(&path) {
+            return None;
+        }
+        let mut text = String::new();
+        fs::File::open(&path).ok()?.read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Whether `ip` belongs to this network's subnet.
+    pub(crate) fn contains(&self, ip: Ipv4Addr) -> bool {
+        ip.octets()[..3] == self.info.subnet.octets()[..3]
+    }
+
+    pub(crate) fn tcp_path(&self, ip: Ipv4Addr, port: u16) -> PathBuf {
+        self.dir.join(format!("t-{ip}-{port}"))
+    }
+
+    pub(crate) fn udp_path(&self, ip: Ipv4Addr, port: u16) -> PathBuf {
+        self.dir.join(format!("u-{ip}-{port}"))
+    }
+}
+
+/// `$XDG_RUNTIME_DIR/wrun`, or a private directory under the temp dir.
+pub fn default_runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("wrun"),
+        _ => std::env::temp_dir().join(format!("wrun-{}", rustix::process::getuid().as_raw())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, NetworkStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(&dir.path().join("home"), &dir.path().join("run"));
+        (dir, store)
+    }
+
+    #[test]
+    fn create_list_remove() {
+        let (_dir, store) = store();
+        let shop = store.create("shop", None).unwrap();
+        assert_eq!(shop.subnet, Ipv4Addr::new(10, 89, 0, 0));
+        let other = store.create("other", Some("10.7.7.0/24")).unwrap();
+        assert!(matches!(
+            store.create("shop", None),
+            Err(NetworkError::Exists(_))
+        ));
+        assert!(matches!(
+            store.create("x", Some("10.7.7.0/24")),
+            Err(NetworkError::SubnetInUse(..))
+        ));
+        assert!(matches!(
+            store.create("y", Some("10.7.7.0/16")),
+            Err(NetworkError::InvalidSubnet(_))
+        ));
+        assert!(matches!(
+            store.create("host", None),
+            Err(NetworkError::Reserved(_))
+        ));
+        assert!(matches!(
+            store.create("bad name", None),
+            Err(NetworkError::InvalidName(_))
+        ));
+        assert_eq!(store.list().unwrap(), vec![other.clone(), shop.clone()]);
+        assert_eq!(store.get("shop").unwrap(), shop);
+        store.remove("shop").unwrap();
+        assert!(matches!(store.get("shop"), Err(NetworkError::NotFound(_))));
+    }
+
+    #[test]
+    fn members_get_addresses_and_names() {
+        let (_dir, store) = store();
+        let info = store.create("shop", None).unwrap();
+        let db = Membership::join(&info, store.runtime_dir(), Some("db")).unwrap();
+        let api = Membership::join(&info, store.runtime_dir(), Some("api")).unwrap();
+        assert_ne!(db.ip, api.ip);
+        assert_eq!(api.resolve("db"), Some(db.ip));
+        assert!(matches!(
+            Membership::join(&info, store.runtime_dir(), Some("db")),
+            Err(NetworkError::NameTaken { .. })
+        ));
+        assert_eq!(store.members(&info), 2);
+        assert!(matches!(
+            store.remove("shop"),
+            Err(NetworkError::InUse { members: 2, .. })
+        ));
+        let db_ip = db.ip;
+        drop(db);
+        // The name and the address are free again once the member is gone.
+        assert_eq!(api.resolve("db"), None);
+        let again = Membership::join(&info, store.runtime_dir(), Some("db")).unwrap();
+        assert_eq!(again.ip, db_ip);
+    }
+}
