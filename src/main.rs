@@ -31,7 +31,7 @@ struct Wrun {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    Run(RunCommand),
+    Run(Box<RunCommand>),
     Compile(commands::compile::CompileCommand),
     Network(commands::network::NetworkCommand),
 }
@@ -79,7 +79,9 @@ fn parse(args: Vec<OsString>) -> Result<Command, clap::Error> {
         Some(None) => true,
     };
     if is_shorthand {
-        return Ok(Command::Run(ShorthandCommand::try_parse_from(args)?.into()));
+        return Ok(Command::Run(Box::new(
+            ShorthandCommand::try_parse_from(args)?.into(),
+        )));
     }
     Ok(Wrun::try_parse_from(args)?.command)
 }

@@ -56,10 +56,7 @@ impl NetworkCommand {
                         println!("{}", n.name);
                     }
                 } else {
-                    println!(
-                        "{:<14}{:<24}{:<18}{}",
-                        "NETWORK ID", "NAME", "SUBNET", "APPS"
-                    );
+                    println!("{:<14}{:<24}{:<18}APPS", "NETWORK ID", "NAME", "SUBNET");
                     for n in &networks {
                         let subnet = format!("{}/24", n.subnet);
                         println!(

@@ -80,6 +80,9 @@ fn app_path(apps: &Apps, app: &str) -> &'static str {
         "spin" => apps.spin,
         "trap" => apps.trap,
         "flood" => apps.flood,
+        "echo_server" => apps.echo_server,
+        "tcp_client" => apps.tcp_client,
+        "udp_echo" => apps.udp_echo,
         other => panic!("no test knows the guest app `{other}`; add it to tests/all/support.rs"),
     }
 }
@@ -242,21 +245,6 @@ fn wat_text_runs() {
     let out = wrun().arg(&wat).run();
     out.assert_success();
     assert_eq!(out.stdout, "hi from wat\n");
-}
-
-#[test]
-fn publishing_ports_is_refused_until_virtual_sockets() {
-    let dir = tempdir();
-    std::fs::create_dir(dir.path().join("data")).unwrap();
-    // Exactly as our users wrote it.
-    let out = wrun()
-        .current_dir(dir.path())
-        .args([P2.hello, "-v", "./data:/data", "-p", "80:8080"])
-        .run();
-    out.assert_code(125)
-        .assert_stderr_contains("-p 80:8080")
-        .assert_stderr_contains("virtual sockets");
-    assert_eq!(out.stdout, "");
 }
 
 #[test]

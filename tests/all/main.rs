@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod env;
 mod limits;
+mod net;
 mod p3;
 mod stdio;
 mod volumes;

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use wrun_test_artifacts::{p1, p2};
@@ -22,6 +22,9 @@ pub struct Apps {
     pub spin: &'static str,
     pub trap: &'static str,
     pub flood: &'static str,
+    pub echo_server: &'static str,
+    pub tcp_client: &'static str,
+    pub udp_echo: &'static str,
 }
 
 pub const P1: Apps = Apps {
@@ -33,6 +36,9 @@ pub const P1: Apps = Apps {
     spin: p1::SPIN,
     trap: p1::TRAP,
     flood: p1::FLOOD,
+    echo_server: p1::ECHO_SERVER,
+    tcp_client: p1::TCP_CLIENT,
+    udp_echo: p1::UDP_ECHO,
 };
 
 pub const P2: Apps = Apps {
@@ -44,6 +50,9 @@ pub const P2: Apps = Apps {
     spin: p2::SPIN,
     trap: p2::TRAP,
     flood: p2::FLOOD,
+    echo_server: p2::ECHO_SERVER,
+    tcp_client: p2::TCP_CLIENT,
+    udp_echo: p2::UDP_ECHO,
 };
 
 /// Defines `mod p1 { #[test] fn name() }` and `mod p2 { ... }` calling
@@ -150,6 +159,51 @@ impl Wrun {
         self.run_inner(true)
     }
 
+    /// Starts wrun in the background; its output is collected as it comes.
+    pub fn spawn(mut self) -> Running {
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("spawn wrun");
+        let output = Arc::new((Mutex::new((String::new(), String::new())), Condvar::new()));
+        let mut readers = Vec::new();
+        for (index, pipe) in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let output = output.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut pipe = pipe;
+                let mut buf = [0u8; 4096];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                            let (lock, cvar) = &*output;
+                            let mut both = lock.lock().unwrap();
+                            if index == 0 {
+                                both.0.push_str(&text)
+                            } else {
+                                both.1.push_str(&text)
+                            }
+                            cvar.notify_all();
+                        }
+                    }
+                }
+            }));
+        }
+        Running {
+            child: Some(child),
+            output,
+            readers,
+        }
+    }
+
     /// Runs, counting stdout bytes without keeping them (for floods).
     pub fn run_discarding_stdout(self) -> Output {
         self.run_inner(false)
@@ -230,6 +284,100 @@ impl Wrun {
         // own panic is a trap (134).
         assert_ne!(output.code, 101, "wrun panicked: {output:#?}");
         output
+    }
+}
+
+/// A wrun process running in the background; killed if dropped unfinished.
+pub struct Running {
+    child: Option<std::process::Child>,
+    output: Arc<(Mutex<(String, String)>, Condvar)>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits (up to 60 s) until stdout or stderr has a line containing
+    /// `needle`, and returns that line.
+    #[track_caller]
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        let (lock, cvar) = &*self.output;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut both = lock.lock().unwrap();
+        loop {
+            if let Some(line) = both
+                .0
+                .lines()
+                .chain(both.1.lines())
+                .find(|l| l.contains(needle))
+            {
+                return line.to_owned();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no line with {needle:?} within 60s; so far: {:?}",
+                *both
+            );
+            both = cvar
+                .wait_timeout(both, left.min(Duration::from_millis(200)))
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// The host port wrun printed for a published guest port.
+    #[track_caller]
+    pub fn published_port(&self, guest: &str) -> u16 {
+        let line = self.wait_for_line(&format!("-> {guest}"));
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .expect("host address");
+        addr.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("host port")
+    }
+
+    /// Waits (up to 60 s) for wrun to exit on its own.
+    #[track_caller]
+    pub fn finish(mut self) -> Output {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "wrun did not exit within 60s: {:?}",
+                    self.output.0.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        let (stdout, stderr) = self.output.0.lock().unwrap().clone();
+        let output = Output {
+            code: status.code().unwrap_or(-1),
+            stdout_len: stdout.len() as u64,
+            stdout,
+            stderr,
+            peak_rss_kib: None,
+        };
+        assert_ne!(output.code, 101, "wrun panicked: {output:#?}");
+        output
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

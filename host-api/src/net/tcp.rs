@@ -60,7 +60,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             keep_alive: false,
-            keep_alive_idle: 7200_000_000_000,
+            keep_alive_idle: 7_200_000_000_000,
             keep_alive_interval: 75_000_000_000,
             keep_alive_count: 9,
             hop_limit: 64,

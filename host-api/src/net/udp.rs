@@ -451,7 +451,7 @@ impl OutgoingDatagrams {
         // when its address looks like this instance's own loopback.
         let client = lock(&self.clients).get(&dest).cloned();
         if let Some(published) = client {
-            let _ = send_now(&*published, &datagram.data, dest);
+            let _ = send_now(&published, &datagram.data, dest);
             return Ok(());
         }
         match self.ns.route(dest) {

@@ -1,0 +1,527 @@
+//! Virtual sockets: published ports, networks between apps, outbound policy.
+//! Real sockets on 127.0.0.1, ports picked by the kernel (port 0) only.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+/// Sends `data` to 127.0.0.1:`port` and returns what comes back before the
+/// server closes.
+fn echo_through(port: u16, data: &[u8]) -> Vec<u8> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect to the published port");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let data = data.to_vec();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&data).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    conn.read_to_end(&mut back).expect("read the echo");
+    sender.join().unwrap();
+    back
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[test]
+fn host_client_reaches_echo_guest_through_publish() {
+    let server = wrun()
+        .args([
+            "run",
+            "-p",
+            "127.0.0.1::8080",
+            P2.echo_server,
+            "0.0.0.0:8080",
+            "--count",
+            "2",
+        ])
+        .spawn();
+    let port = server.published_port("8080/tcp");
+    assert_eq!(echo_through(port, b"hello through -p"), b"hello through -p");
+    // A large transfer, both ways at once.
+    let big = pattern(24 << 20);
+    assert!(
+        echo_through(port, &big) == big,
+        "24 MiB did not round-trip intact"
+    );
+    let out = server.finish();
+    out.assert_success();
+    // The guest saw its own port as its local address, and the real client
+    // (a host loopback address) as its peer.
+    let accepted: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("accepted"))
+        .collect();
+    assert_eq!(accepted.len(), 2, "{out:#?}");
+    for line in accepted {
+        assert!(line.starts_with("accepted 127.0.0.1:"), "{line}");
+        assert!(line.ends_with(" at 127.0.0.1:8080"), "{line}");
+    }
+}
+
+#[test]
+fn guest_listening_on_loopback_is_published_too() {
+    let server = wrun()
+        .args([
+            "run",
+            "-p",
+            "127.0.0.1::80",
+            P2.echo_server,
+            "127.0.0.1:80",
+            "--count",
+            "1",
+        ])
+        .spawn();
+    let port = server.published_port("80/tcp");
+    assert_eq!(
+        echo_through(port, b"to 127.0.0.1:80 inside"),
+        b"to 127.0.0.1:80 inside"
+    );
+    server
+        .finish()
+        .assert_success()
+        .assert_stdout_contains("listening on 127.0.0.1:80");
+}
+
+#[test]
+fn binding_port_zero_returns_the_chosen_port() {
+    let out = wrun()
+        .args(["run", "--timeout", "1s", P2.echo_server, "0.0.0.0:0"])
+        .run();
+    let line = out.stdout.lines().next().unwrap_or_default();
+    let port: u16 = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        line.starts_with("listening on 0.0.0.0:") && port != 0,
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn two_apps_use_the_same_guest_port_at_once() {
+    let a = wrun()
+        .args([
+            "run",
+            "-p",
+            "127.0.0.1::80",
+            P2.echo_server,
+            "0.0.0.0:80",
+            "--count",
+            "1",
+        ])
+        .spawn();
+    let b = wrun()
+        .args([
+            "run",
+            "-p",
+            "127.0.0.1::80",
+            P2.echo_server,
+            "0.0.0.0:80",
+            "--count",
+            "1",
+        ])
+        .spawn();
+    let (pa, pb) = (a.published_port("80/tcp"), b.published_port("80/tcp"));
+    assert_ne!(pa, pb);
+    assert_eq!(echo_through(pa, b"to a"), b"to a");
+    assert_eq!(echo_through(pb, b"to b"), b"to b");
+    a.finish().assert_success();
+    b.finish().assert_success();
+}
+
+#[test]
+fn clients_arriving_before_the_guest_listens_wait() {
+    let server = wrun()
+        .args([
+            "run",
+            "-p",
+            "127.0.0.1::80",
+            P2.echo_server,
+            "0.0.0.0:80",
+            "--count",
+            "1",
+            "--wait-ms",
+            "1500",
+        ])
+        .spawn();
+    let port = server.published_port("80/tcp");
+    // Connects while the guest still sleeps; answered once it listens.
+    assert_eq!(echo_through(port, b"early bird"), b"early bird");
+    server.finish().assert_success();
+}
+
+#[test]
+fn published_port_is_free_again_when_the_app_exits() {
+    let server = wrun()
+        .args([
+            "run",
+            "-p",
+            "127.0.0.1::80",
+            P2.echo_server,
+            "0.0.0.0:80",
+            "--count",
+            "1",
+        ])
+        .spawn();
+    let port = server.published_port("80/tcp");
+    assert_eq!(echo_through(port, b"x"), b"x");
+    server.finish().assert_success();
+    TcpListener::bind(("127.0.0.1", port)).expect("the port can be bound right after wrun exits");
+}
+
+#[test]
+fn publishing_a_port_in_use_names_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mapping = format!("127.0.0.1:{port}:80");
+    let out = wrun().args(["run", "-p", &mapping, P2.echo_server]).run();
+    out.assert_code(125);
+    out.assert_stderr_contains(&format!("127.0.0.1:{port}/tcp"))
+        .assert_stderr_contains("already in use");
+    assert_eq!(out.stdout, "", "the app never started");
+}
+
+#[test]
+fn bad_publish_forms_are_refused() {
+    for (spec, needle) in [
+        ("80:", "not a port number"),
+        ("x:80", "`x` is not a port number"),
+        ("8080:80/sctp", "unknown protocol `sctp`"),
+        ("300.1.1.1:8080:80", "`300.1.1.1` is not an IP address"),
+        ("8000-8001:80", "2 ports but the guest range has 1"),
+        ("0", "0 is not a port"),
+        ("1:2:3:4", "too many `:`"),
+    ] {
+        let out = wrun().args(["run", "-p", spec, P2.echo_server]).run();
+        out.assert_code(125)
+            .assert_stderr_contains(spec)
+            .assert_stderr_contains(needle);
+    }
+}
+
+#[test]
+fn core_modules_cannot_publish() {
+    let out = wrun()
+        .args(["run", "-p", "127.0.0.1::80", P1.echo_server])
+        .run();
+    out.assert_code(125)
+        .assert_stderr_contains("core module")
+        .assert_stderr_contains("wasm32-wasip2");
+}
+
+fn network(home: &std::path::Path, name: &str) {
+    wrun()
+        .home(home)
+        .args(["network", "create", name])
+        .run()
+        .assert_success();
+}
+
+#[test]
+fn apps_reach_each_other_by_name_across_processes() {
+    let home = tempdir();
+    network(home.path(), "shop");
+    let db = wrun()
+        .home(home.path())
+        .args([
+            "run",
+            "--network",
+            "shop",
+            "--name",
+            "db",
+            P2.echo_server,
+            "0.0.0.0:5432",
+            "--count",
+            "2",
+        ])
+        .spawn();
+    db.wait_for_line("listening on");
+    let out = wrun()
+        .home(home.path())
+        .args([
+            "run",
+            "--network",
+            "shop",
+            P2.tcp_client,
+            "db:5432",
+            "hello db",
+        ])
+        .run();
+    out.assert_success()
+        .assert_stdout_contains("reply: hello db");
+    // Both ends see virtual addresses on the network's subnet.
+    let connected = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("connected"))
+        .unwrap();
+    let words: Vec<&str> = connected.split_whitespace().collect();
+    assert!(
+        words[1].starts_with("10.89.")
+            && words[3].starts_with("10.89.")
+            && words[3].ends_with(":5432"),
+        "{connected}"
+    );
+    // By address too.
+    let db_ip = words[3].to_owned();
+    wrun()
+        .home(home.path())
+        .args([
+            "run",
+            "--network",
+            "shop",
+            P2.tcp_client,
+            &db_ip,
+            "by address",
+        ])
+        .run()
+        .assert_success()
+        .assert_stdout_contains("reply: by address");
+    let out = db.finish();
+    out.assert_success();
+    assert!(out.stdout.contains(&format!("at {db_ip}")), "{out:#?}");
+}
+
+#[test]
+fn apps_on_other_networks_cannot_reach_each_other() {
+    let home = tempdir();
+    network(home.path(), "front");
+    network(home.path(), "back");
+    let db = wrun()
+        .home(home.path())
+        .args([
+            "run",
+            "--network",
+            "back",
+            "--name",
+            "db",
+            P2.echo_server,
+            "0.0.0.0:5432",
+            "--count",
+            "1",
+        ])
+        .spawn();
+    db.wait_for_line("listening on");
+    let db_ip = "10.89.1.2:5432";
+    for (target, needle) in [("db:5432", "error:"), (db_ip, "error: PermissionDenied")] {
+        let out = wrun()
+            .home(home.path())
+            .args(["run", "--network", "front", P2.tcp_client, target, "x"])
+            .run();
+        out.assert_code(1).assert_stdout_contains(needle);
+    }
+    // Without any network, neither.
+    let out = wrun()
+        .home(home.path())
+        .args(["run", P2.tcp_client, db_ip, "x"])
+        .run();
+    out.assert_code(1)
+        .assert_stdout_contains("error: PermissionDenied");
+    // The db is still there for its own network.
+    wrun()
+        .home(home.path())
+        .args([
+            "run",
+            "--network",
+            "back",
+            P2.tcp_client,
+            "db:5432",
+            "member",
+        ])
+        .run()
+        .assert_success()
+        .assert_stdout_contains("reply: member");
+    db.finish().assert_success();
+}
+
+#[test]
+fn names_are_unique_per_network_and_networks_must_exist() {
+    let home = tempdir();
+    network(home.path(), "shop");
+    let db = wrun()
+        .home(home.path())
+        .args([
+            "run",
+            "--network",
+            "shop",
+            "--name",
+            "db",
+            P2.echo_server,
+            "0.0.0.0:1",
+            "--count",
+            "1",
+        ])
+        .spawn();
+    db.wait_for_line("listening on");
+    let out = wrun()
+        .home(home.path())
+        .args(["run", "--network", "shop", "--name", "db", P2.hello])
+        .run();
+    out.assert_code(125)
+        .assert_stderr_contains("the name `db` is already taken on network `shop`");
+    let out = wrun()
+        .home(home.path())
+        .args(["run", "--network", "nope", P2.hello])
+        .run();
+    out.assert_code(125)
+        .assert_stderr_contains("no such network `nope`");
+    // A network in use cannot be removed.
+    let out = wrun()
+        .home(home.path())
+        .args(["network", "rm", "shop"])
+        .run();
+    out.assert_code(125).assert_stderr_contains("in use");
+    drop(db);
+    std::thread::sleep(Duration::from_millis(200));
+    wrun()
+        .home(home.path())
+        .args(["network", "rm", "shop"])
+        .run()
+        .assert_success();
+}
+
+#[test]
+fn network_commands() {
+    let home = tempdir();
+    let run = |args: &[&str]| wrun().home(home.path()).arg("network").args(args).run();
+    run(&["create", "shop"]).assert_success();
+    run(&["create", "lab", "--subnet", "10.42.7.0/24"]).assert_success();
+    run(&["create", "shop"])
+        .assert_code(125)
+        .assert_stderr_contains("already exists");
+    run(&["create", "host"])
+        .assert_code(125)
+        .assert_stderr_contains("reserved");
+    run(&["create", "x", "--subnet", "10.42.7.0/24"])
+        .assert_code(125)
+        .assert_stderr_contains("already used");
+    let out = run(&["ls"]);
+    out.assert_success()
+        .assert_stdout_contains("10.42.7.0/24")
+        .assert_stdout_contains("shop");
+    assert_eq!(run(&["ls", "-q"]).stdout, "lab\nshop\n");
+    run(&["rm", "lab", "shop"]).assert_success();
+    assert_eq!(run(&["ls", "-q"]).stdout, "");
+    run(&["rm", "shop"])
+        .assert_code(125)
+        .assert_stderr_contains("no such network `shop`");
+}
+
+/// A one-shot echo server on the host: what an allowed outbound connection reaches.
+fn host_echo_server() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut data = Vec::new();
+        conn.read_to_end(&mut data).unwrap();
+        conn.write_all(&data).unwrap();
+    });
+    (port, handle)
+}
+
+#[test]
+fn outbound_is_denied_by_default_and_allowed_by_flag() {
+    let (port, server) = host_echo_server();
+    let target = format!("127.0.0.1:{port}");
+    // The guest's 127.0.0.1 is its own loopback, where nothing listens.
+    let out = wrun().args(["run", P2.tcp_client, &target, "x"]).run();
+    out.assert_code(1)
+        .assert_stdout_contains("error: ConnectionRefused");
+    let out = wrun()
+        .args([
+            "run",
+            "--allow-outbound",
+            "127.0.0.1:1",
+            P2.tcp_client,
+            &target,
+            "x",
+        ])
+        .run();
+    out.assert_code(1)
+        .assert_stdout_contains("error: ConnectionRefused");
+    let out = wrun()
+        .args([
+            "run",
+            "--allow-outbound",
+            &target,
+            P2.tcp_client,
+            &target,
+            "to the host",
+        ])
+        .run();
+    out.assert_success()
+        .assert_stdout_contains("reply: to the host");
+    server.join().unwrap();
+}
+
+#[test]
+fn bad_outbound_rules_and_network_combinations_are_refused() {
+    let out = wrun()
+        .args(["run", "--allow-outbound", "10.0.0.0/40", P2.hello])
+        .run();
+    out.assert_code(125).assert_stderr_contains("`10.0.0.0/40`");
+    let out = wrun()
+        .args(["run", "--network", "host", "-p", "8080:80", P2.hello])
+        .run();
+    out.assert_code(125)
+        .assert_stderr_contains("no effect with --network host");
+}
+
+#[test]
+fn udp_through_publish_and_between_apps() {
+    let home = tempdir();
+    network(home.path(), "shop");
+    let server = wrun()
+        .home(home.path())
+        .args([
+            "run",
+            "-p",
+            "127.0.0.1::53/udp",
+            "--network",
+            "shop",
+            "--name",
+            "dns",
+        ])
+        .args([P2.udp_echo, "serve", "0.0.0.0:53", "--count", "2"])
+        .spawn();
+    let port = server.published_port("53/udp");
+    server.wait_for_line("udp listening on");
+    // From the host through the published port.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+        .send_to(b"ping from the host", ("127.0.0.1", port))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping from the host");
+    assert_eq!(from.port(), port, "the reply comes from the published port");
+    // From another app by name.
+    let out = wrun()
+        .home(home.path())
+        .args([
+            "run",
+            "--network",
+            "shop",
+            P2.udp_echo,
+            "send",
+            "dns:53",
+            "ping from an app",
+        ])
+        .run();
+    out.assert_success()
+        .assert_stdout_contains("reply from 10.89.0.2:53: ping from an app");
+    server.finish().assert_success();
+}
