@@ -41,7 +41,7 @@ cargo build --release --quiet --locked --manifest-path "$ROOT/wasm-apps/Cargo.to
     --target wasm32-wasip1 --target wasm32-wasip2 --target-dir "$WORK/guests"
 # The same hello, natively, as the floor of any start-up time.
 cargo build --release --quiet --locked --manifest-path "$ROOT/wasm-apps/Cargo.toml" \
-    --bin hello --bin filetool --target-dir "$WORK/guests"
+    --bin hello --bin filetool --bin echo_server --bin tcp_client --target-dir "$WORK/guests"
 
 WRUN="$ROOT/target/release/wrun"
 P1="$WORK/guests/wasm32-wasip1/release"

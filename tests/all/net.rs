@@ -465,6 +465,25 @@ fn outbound_is_denied_by_default_and_allowed_by_flag() {
 }
 
 #[test]
+fn host_network_reaches_the_hosts_loopback() {
+    let (port, server) = host_echo_server();
+    let target = format!("127.0.0.1:{port}");
+    let out = wrun()
+        .args([
+            "run",
+            "--network",
+            "host",
+            P2.tcp_client,
+            &target,
+            "via host",
+        ])
+        .run();
+    out.assert_success()
+        .assert_stdout_contains("reply: via host");
+    server.join().unwrap();
+}
+
+#[test]
 fn bad_outbound_rules_and_network_combinations_are_refused() {
     let out = wrun()
         .args(["run", "--allow-outbound", "10.0.0.0/40", P2.hello])

@@ -14,8 +14,21 @@ use tokio::net::{TcpStream, UnixStream};
 use wasmtime_wasi::async_trait;
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 
-/// The most one `read` returns, and the most one `write` may be given.
-const MAX_CHUNK: usize = 256 << 10;
+/// The most one `read` returns, and the most one `write` may be given: large
+/// enough that bulk transfers take few calls, and the bound on what one
+/// connection buffers in the host.
+const MAX_CHUNK: usize = 1 << 20;
+
+/// Kernel buffer size for connections between guests. Unix sockets default
+/// to ~200 KiB, which makes two busy processes wake each other for every few
+/// hundred kilobytes; loopback TCP autotunes to several MiB.
+const UNIX_BUFFER: usize = 4 << 20;
+
+/// Sizes a Unix stream's kernel buffers for bulk traffic; best effort.
+pub(crate) fn tune_unix(stream: &UnixStream) {
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(stream, UNIX_BUFFER);
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(stream, UNIX_BUFFER);
+}
 
 /// A connected kernel socket.
 #[derive(Debug)]

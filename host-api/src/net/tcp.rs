@@ -214,6 +214,8 @@ impl TcpSocket {
                     }));
                 };
                 let (ours, theirs) = UnixStream::pair().map_err(ErrorCode::from)?;
+                stream::tune_unix(&ours);
+                stream::tune_unix(&theirs);
                 // The guest calls itself from the address it calls (its
                 // loopback or its own virtual IP), as a kernel would pick.
                 let local = if local.ip().is_unspecified() {
@@ -298,6 +300,7 @@ async fn connect_peer(
             io::ErrorKind::NotFound => io::ErrorKind::ConnectionRefused.into(),
             _ => e,
         })?;
+    stream::tune_unix(&stream);
     stream.write_all(&header(local)).await?;
     Ok(Incoming {
         conn: Conn::Unix(stream),
@@ -312,6 +315,7 @@ async fn accept_peers(listener: UnixListener, local: SocketAddr, tx: mpsc::Sende
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        stream::tune_unix(&stream);
         let tx = tx.clone();
         // Each caller's header is read on its own, so a slow one holds up
         // nobody else.
