@@ -465,6 +465,13 @@ fn outbound_is_denied_by_default_and_allowed_by_flag() {
 }
 
 #[test]
+fn sockets_per_app_are_bounded() {
+    let out = wrun().args(["run", P2.tcp_client, "--open", "5000"]).run();
+    out.assert_success().assert_stdout_contains("opened 4096");
+    assert!(out.stdout.contains("stopped:"), "{out:#?}");
+}
+
+#[test]
 fn host_network_reaches_the_hosts_loopback() {
     let (port, server) = host_echo_server();
     let target = format!("127.0.0.1:{port}");

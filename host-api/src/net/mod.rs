@@ -81,6 +81,8 @@ pub struct Namespace {
 }
 
 pub(crate) struct Shared {
+    /// Sockets the guest holds; bounded like a process's descriptors.
+    sockets: std::sync::atomic::AtomicUsize,
     memberships: Vec<Membership>,
     policy: Policy,
     published: Vec<Published>,
@@ -118,6 +120,36 @@ struct State {
     bindings: Vec<(Protocol, SocketAddr, u64)>,
     tcp_listeners: Vec<(SocketAddr, mpsc::Sender<Incoming>, u64)>,
     udp_sockets: Vec<(SocketAddr, mpsc::Sender<Datagram>, u64)>,
+}
+
+/// The most sockets one instance may hold at once.
+pub const MAX_SOCKETS: usize = 4096;
+
+/// One of an instance's sockets, counted against [`MAX_SOCKETS`].
+pub(crate) struct SocketSlot(Arc<Shared>);
+
+impl SocketSlot {
+    pub(crate) fn take(shared: &Arc<Shared>) -> Result<SocketSlot, ErrorCode> {
+        use std::sync::atomic::Ordering;
+        let taken = shared.sockets.fetch_add(1, Ordering::Relaxed);
+        if taken >= MAX_SOCKETS {
+            shared.sockets.fetch_sub(1, Ordering::Relaxed);
+            return Err(ErrorCode::NewSocketLimit);
+        }
+        Ok(SocketSlot(shared.clone()))
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.0
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0
+            .sockets
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The first and last ephemeral port (Linux's default range).
@@ -162,6 +194,7 @@ impl Namespace {
             });
         }
         let shared = Shared {
+            sockets: std::sync::atomic::AtomicUsize::new(0),
             memberships,
             policy: Policy::new(spec.outbound.clone()),
             published,
@@ -515,7 +548,55 @@ pub(crate) fn check_remote(addr: SocketAddr) -> Result<(), ErrorCode> {
     Ok(())
 }
 
-/// The runtime directory for rendezvous sockets, created private.
+/// Creates the runtime directory for rendezvous sockets, private to this
+/// user, and refuses one that someone else could write to (another user
+/// could otherwise pre-create it in a shared temp dir and listen in).
 pub fn prepare_runtime_dir(dir: &Path) -> std::io::Result<()> {
-    network::create_private_dir(dir)
+    use std::os::unix::fs::MetadataExt;
+    network::create_private_dir(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let uid = rustix::process::getuid().as_raw();
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "`{}` is not a directory owned by this user and closed to others",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn runtime_dir_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("wrun");
+        prepare_runtime_dir(&ours).unwrap();
+        assert_eq!(
+            std::fs::metadata(&ours).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // A directory others can write to (as if planted in /tmp) is refused.
+        let planted = dir.path().join("planted");
+        std::fs::create_dir(&planted).unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(prepare_runtime_dir(&planted).is_err());
+    }
+
+    #[test]
+    fn remote_addresses_are_checked() {
+        assert!(check_remote("10.0.0.1:80".parse().unwrap()).is_ok());
+        for bad in [
+            "10.0.0.1:0",
+            "0.0.0.0:80",
+            "255.255.255.255:80",
+            "224.0.0.1:80",
+            "[::]:80",
+        ] {
+            assert!(check_remote(bad.parse().unwrap()).is_err(), "{bad}");
+        }
+    }
 }

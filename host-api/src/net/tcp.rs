@@ -2,7 +2,7 @@
 
 use super::bindings::wasi::sockets::{tcp, tcp_create_socket};
 use super::stream::{self, Conn, StreamControl};
-use super::{AbortOnDrop, Guard, Incoming, NetView, Route, Shared, check_remote};
+use super::{AbortOnDrop, Guard, Incoming, NetView, Route, Shared, SocketSlot, check_remote};
 use crate::net::publish::Protocol;
 use std::future::Future;
 use std::io;
@@ -37,6 +37,7 @@ type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Incoming>> + Send>>;
 
 pub struct TcpSocket {
     ns: Arc<Shared>,
+    _slot: SocketSlot,
     family: IpAddressFamily,
     state: State,
     backlog: usize,
@@ -110,14 +111,16 @@ impl Drop for SocketFile {
 }
 
 impl TcpSocket {
-    fn new(ns: Arc<Shared>, family: IpAddressFamily) -> TcpSocket {
-        TcpSocket {
-            ns,
+    fn new(ns: &Arc<Shared>, family: IpAddressFamily) -> Result<TcpSocket, ErrorCode> {
+        let slot = SocketSlot::take(ns)?;
+        Ok(TcpSocket {
+            ns: slot.shared().clone(),
+            _slot: slot,
             family,
             state: State::Default,
             backlog: DEFAULT_BACKLOG,
             options: Options::default(),
-        }
+        })
     }
 
     fn is_v6(&self) -> bool {
@@ -376,7 +379,7 @@ fn poll_now<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 
 impl tcp_create_socket::Host for NetView<'_> {
     fn create_tcp_socket(&mut self, family: IpAddressFamily) -> SocketResult<Resource<TcpSocket>> {
-        let socket = TcpSocket::new(self.ns.shared.clone(), family);
+        let socket = TcpSocket::new(&self.ns.shared, family)?;
         Ok(self.table.push(socket)?)
     }
 }
@@ -546,6 +549,11 @@ impl tcp::HostTcpSocket for NetView<'_> {
         Resource<DynOutputStream>,
     )> {
         let socket = self.table.get_mut(&this)?;
+        if !matches!(socket.state, State::Listening(..)) {
+            return Err(ErrorCode::InvalidState.into());
+        }
+        // Out of sockets: the connection stays queued, as with EMFILE.
+        let mut accepted = TcpSocket::new(&socket.ns, socket.family)?;
         let State::Listening(_, listener) = &mut socket.state else {
             return Err(ErrorCode::InvalidState.into());
         };
@@ -553,7 +561,6 @@ impl tcp::HostTcpSocket for NetView<'_> {
             Some(incoming) => incoming,
             None => listener.rx.try_recv().map_err(|_| ErrorCode::WouldBlock)?,
         };
-        let mut accepted = TcpSocket::new(socket.ns.clone(), socket.family);
         accepted.options = socket.options;
         let (input, output) = accepted.connected(None, incoming);
         let accepted = self.table.push(accepted)?;

@@ -8,7 +8,7 @@
 //! nobody is waiting for is dropped.
 
 use super::bindings::wasi::sockets::{udp, udp_create_socket};
-use super::{AbortOnDrop, Datagram, Guard, NetView, Route, Shared, check_remote};
+use super::{AbortOnDrop, Datagram, Guard, NetView, Route, Shared, SocketSlot, check_remote};
 use crate::net::publish::Protocol;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -38,6 +38,7 @@ const HEADER_LEN: usize = 2 + 4 + 2;
 
 pub struct UdpSocket {
     ns: Arc<Shared>,
+    _slot: SocketSlot,
     family: IpAddressFamily,
     bound: Option<Bound>,
     bind_in_progress: bool,
@@ -201,8 +202,10 @@ async fn receive_outbound(socket: Arc<tokio::net::UdpSocket>, tx: mpsc::Sender<D
 
 impl udp_create_socket::Host for NetView<'_> {
     fn create_udp_socket(&mut self, family: IpAddressFamily) -> SocketResult<Resource<UdpSocket>> {
+        let slot = SocketSlot::take(&self.ns.shared)?;
         let socket = UdpSocket {
             ns: self.ns.shared.clone(),
+            _slot: slot,
             family,
             bound: None,
             bind_in_progress: false,
