@@ -24,6 +24,15 @@ fn echo_through(port: u16, data: &[u8]) -> Vec<u8> {
     back
 }
 
+/// The echo guest publishing guest port 80 on a host port of the kernel's
+/// choosing, with extra echo_server arguments.
+fn echo_on_80(extra: &[&str]) -> Running {
+    wrun()
+        .args(["run", "-p", "127.0.0.1::80", P2.echo_server, "0.0.0.0:80"])
+        .args(extra)
+        .spawn()
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
@@ -108,28 +117,8 @@ fn binding_port_zero_returns_the_chosen_port() {
 
 #[test]
 fn two_apps_use_the_same_guest_port_at_once() {
-    let a = wrun()
-        .args([
-            "run",
-            "-p",
-            "127.0.0.1::80",
-            P2.echo_server,
-            "0.0.0.0:80",
-            "--count",
-            "1",
-        ])
-        .spawn();
-    let b = wrun()
-        .args([
-            "run",
-            "-p",
-            "127.0.0.1::80",
-            P2.echo_server,
-            "0.0.0.0:80",
-            "--count",
-            "1",
-        ])
-        .spawn();
+    let a = echo_on_80(&["--count", "1"]);
+    let b = echo_on_80(&["--count", "1"]);
     let (pa, pb) = (a.published_port("80/tcp"), b.published_port("80/tcp"));
     assert_ne!(pa, pb);
     assert_eq!(echo_through(pa, b"to a"), b"to a");
@@ -140,19 +129,7 @@ fn two_apps_use_the_same_guest_port_at_once() {
 
 #[test]
 fn clients_arriving_before_the_guest_listens_wait() {
-    let server = wrun()
-        .args([
-            "run",
-            "-p",
-            "127.0.0.1::80",
-            P2.echo_server,
-            "0.0.0.0:80",
-            "--count",
-            "1",
-            "--wait-ms",
-            "1500",
-        ])
-        .spawn();
+    let server = echo_on_80(&["--count", "1", "--wait-ms", "1500"]);
     let port = server.published_port("80/tcp");
     // Connects while the guest still sleeps; answered once it listens.
     assert_eq!(echo_through(port, b"early bird"), b"early bird");
@@ -161,17 +138,7 @@ fn clients_arriving_before_the_guest_listens_wait() {
 
 #[test]
 fn published_port_is_free_again_when_the_app_exits() {
-    let server = wrun()
-        .args([
-            "run",
-            "-p",
-            "127.0.0.1::80",
-            P2.echo_server,
-            "0.0.0.0:80",
-            "--count",
-            "1",
-        ])
-        .spawn();
+    let server = echo_on_80(&["--count", "1"]);
     let port = server.published_port("80/tcp");
     assert_eq!(echo_through(port, b"x"), b"x");
     server.finish().assert_success();

@@ -438,8 +438,7 @@ impl Shared {
             addr.port()
         };
         let bound = SocketAddr::new(ip, port);
-        state.next_id += 1;
-        let id = state.next_id;
+        let id = Self::next_id(&mut state);
         state.bindings.push((protocol, bound, id));
         Ok((
             bound,
@@ -450,6 +449,19 @@ impl Shared {
         ))
     }
 
+    /// A fresh owner id for a booking or registration.
+    fn next_id(state: &mut State) -> u64 {
+        state.next_id += 1;
+        state.next_id
+    }
+
+    /// Whether a socket bound at `bound` receives what is sent to `dest`.
+    fn reaches(&self, bound: SocketAddr, dest: SocketAddr) -> bool {
+        bound.port() == dest.port()
+            && bound.is_ipv4() == dest.is_ipv4()
+            && (bound.ip() == dest.ip() || (bound.ip().is_unspecified() && self.is_own(dest.ip())))
+    }
+
     /// Registers a listening TCP socket bound at `addr`.
     pub(crate) fn register_listener(
         self: &Arc<Self>,
@@ -457,8 +469,7 @@ impl Shared {
         tx: mpsc::Sender<Incoming>,
     ) -> Guard {
         let mut state = self.lock();
-        state.next_id += 1;
-        let id = state.next_id;
+        let id = Self::next_id(&mut state);
         state.tcp_listeners.push((addr, tx, id));
         Guard {
             shared: self.clone(),
@@ -469,28 +480,21 @@ impl Shared {
     /// The local listener a connection to `dest` reaches, if any.
     pub(crate) fn find_listener(&self, dest: SocketAddr) -> Option<mpsc::Sender<Incoming>> {
         let state = self.lock();
-        let matches = |a: &SocketAddr| {
-            a.port() == dest.port()
-                && a.is_ipv4() == dest.is_ipv4()
-                && (a.ip() == dest.ip()
-                    || (a.ip().is_unspecified() && self.is_own(dest.ip()))
-                    || (a.ip().is_loopback() && dest.ip().is_loopback() && a.ip() == dest.ip()))
-        };
-        state
+        let found = state
             .tcp_listeners
             .iter()
-            .find(|(a, _, _)| matches(a))
-            .map(|(_, tx, _)| tx.clone())
+            .find(|(a, _, _)| self.reaches(*a, dest));
+        found.map(|(_, tx, _)| tx.clone())
     }
 
+    /// Registers a bound UDP socket at `addr`.
     pub(crate) fn register_udp(
         self: &Arc<Self>,
         addr: SocketAddr,
         tx: mpsc::Sender<Datagram>,
     ) -> Guard {
         let mut state = self.lock();
-        state.next_id += 1;
-        let id = state.next_id;
+        let id = Self::next_id(&mut state);
         state.udp_sockets.push((addr, tx, id));
         Guard {
             shared: self.clone(),
@@ -498,17 +502,14 @@ impl Shared {
         }
     }
 
+    /// The local UDP socket a datagram to `dest` reaches, if any.
     pub(crate) fn find_udp(&self, dest: SocketAddr) -> Option<mpsc::Sender<Datagram>> {
         let state = self.lock();
-        state
+        let found = state
             .udp_sockets
             .iter()
-            .find(|(a, _, _)| {
-                a.port() == dest.port()
-                    && a.is_ipv4() == dest.is_ipv4()
-                    && (a.ip() == dest.ip() || (a.ip().is_unspecified() && self.is_own(dest.ip())))
-            })
-            .map(|(_, tx, _)| tx.clone())
+            .find(|(a, _, _)| self.reaches(*a, dest));
+        found.map(|(_, tx, _)| tx.clone())
     }
 
     /// Published TCP listeners that feed guest port `port` when the guest
