@@ -3,8 +3,10 @@
 //! A guest's world is described by a [`WasiSpec`]: its arguments, its environment
 //! (never inherited: only what the spec lists), its volumes (capability-mapped
 //! directories, read-only or read-write) and its stdio. [`WasiSpec::builder`] turns
-//! a validated spec into a wasmtime-wasi context builder; nothing else in wrun
-//! hands a guest a host handle.
+//! a validated spec into a wasmtime-wasi context builder. Its network is a
+//! [`net::Namespace`]: a virtual stack whose only host sockets are published
+//! ports and allowed outbound connections. Nothing else in wrun hands a guest
+//! a host handle.
 
 pub mod env;
 pub mod net;
