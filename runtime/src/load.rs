@@ -245,7 +245,6 @@ impl App {
         })
     }
 
-    /// The name used in messages: the file's base name unless renamed.
     /// Maps a verified cache entry. The file is mapped copy-on-write, not
     /// read: an entry is never modified in place (see `cache`), so the mapping
     /// holds exactly the bytes whose digest was checked.
@@ -278,6 +277,7 @@ impl App {
         })
     }
 
+    /// The name used in messages: the file's base name unless renamed.
     pub fn name(&self) -> &str {
         &self.name
     }
