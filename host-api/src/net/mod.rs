@@ -49,21 +49,12 @@ pub struct NetSpec {
     pub outbound: Vec<OutboundRule>,
 }
 
-impl NetSpec {
-    /// Whether the spec asks for anything beyond a private loopback.
-    pub fn is_isolated(&self) -> bool {
-        self.publish.is_empty() && self.networks.is_empty() && self.outbound.is_empty()
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("{0}")]
     Publish(String),
     #[error(transparent)]
     Network(#[from] NetworkError),
-    #[error("cannot join network `{network}`: {reason}")]
-    Join { network: String, reason: String },
 }
 
 /// A port published on the host, as bound.
@@ -235,15 +226,6 @@ impl Namespace {
             .map(|p| p.info.clone())
             .collect()
     }
-
-    /// The instance's virtual IP on each network it joined.
-    pub fn addresses(&self) -> Vec<(String, Ipv4Addr)> {
-        self.shared
-            .memberships
-            .iter()
-            .map(|m| (m.info.name.clone(), m.ip))
-            .collect()
-    }
 }
 
 fn bind_tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
@@ -313,6 +295,63 @@ impl wasmtime_wasi::p2::bindings::sockets::network::HostNetwork for NetView<'_> 
     }
 }
 
+/// Locks `m`; a panic while it was held cannot leave these states torn.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The first bytes of every connection and datagram between members of a
+/// network: a magic pair (one for TCP, one for UDP) and who is sending.
+pub(crate) const PEER_HEADER_LEN: usize = 2 + 4 + 2;
+
+pub(crate) fn peer_header(magic: &[u8; 2], from: SocketAddr) -> [u8; PEER_HEADER_LEN] {
+    let ip = match from.ip() {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(_) => [0; 4],
+    };
+    let mut h = [0u8; PEER_HEADER_LEN];
+    h[..2].copy_from_slice(magic);
+    h[2..6].copy_from_slice(&ip);
+    h[6..].copy_from_slice(&from.port().to_be_bytes());
+    h
+}
+
+/// The sender named by a header `peer_header` wrote, if `bytes` starts with one.
+pub(crate) fn parse_peer_header(magic: &[u8; 2], bytes: &[u8]) -> Option<SocketAddr> {
+    let h = bytes.get(..PEER_HEADER_LEN)?;
+    if h[..2] != magic[..] {
+        return None;
+    }
+    let ip = Ipv4Addr::new(h[2], h[3], h[4], h[5]);
+    Some(SocketAddr::new(
+        IpAddr::V4(ip),
+        u16::from_be_bytes([h[6], h[7]]),
+    ))
+}
+
+/// A rendezvous socket file, removed when its socket goes away.
+pub(crate) struct SocketFile(PathBuf);
+
+impl SocketFile {
+    /// Takes `path` for a socket about to be bound there. The address in the
+    /// path is this instance's alone (it holds its lock), so a file already
+    /// there was left by a dead process and is removed.
+    pub(crate) fn claim(path: PathBuf) -> SocketFile {
+        let _ = std::fs::remove_file(&path);
+        SocketFile(path)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Removes a booking or registration from the namespace when dropped.
 pub(crate) struct Guard {
     shared: Arc<Shared>,
@@ -351,7 +390,7 @@ pub(crate) enum Route<'a> {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     pub(crate) fn policy(&self) -> &Policy {
@@ -360,6 +399,15 @@ impl Shared {
 
     pub(crate) fn memberships(&self) -> &[Membership] {
         &self.memberships
+    }
+
+    /// The networks on which a socket bound at `addr` can be reached: all
+    /// of them for the unspecified IPv4 address, else the one whose virtual
+    /// IP it is bound to. (Virtual networks are IPv4.)
+    pub(crate) fn memberships_at(&self, addr: SocketAddr) -> impl Iterator<Item = &Membership> {
+        self.memberships.iter().filter(move |m| {
+            addr.is_ipv4() && (addr.ip().is_unspecified() || addr.ip() == IpAddr::V4(m.ip))
+        })
     }
 
     fn is_own(&self, ip: IpAddr) -> bool {
@@ -585,6 +633,19 @@ mod tests {
         std::fs::create_dir(&planted).unwrap();
         std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(prepare_runtime_dir(&planted).is_err());
+    }
+
+    #[test]
+    fn peer_headers_round_trip() {
+        let from: SocketAddr = "10.89.0.3:32768".parse().unwrap();
+        let h = peer_header(b"w1", from);
+        assert_eq!(parse_peer_header(b"w1", &h), Some(from));
+        assert_eq!(
+            parse_peer_header(b"u1", &h),
+            None,
+            "TCP and UDP headers differ"
+        );
+        assert_eq!(parse_peer_header(b"w1", &h[..5]), None, "too short");
     }
 
     #[test]

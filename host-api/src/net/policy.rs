@@ -5,6 +5,7 @@
 //! the host only when the guest looks it up, and the addresses it resolved to
 //! become reachable (on the rule's port) for that guest.
 
+use super::lock;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -157,10 +158,7 @@ impl Policy {
 
     pub(crate) fn allows(&self, dest: SocketAddr) -> bool {
         self.rules.iter().any(|r| r.allows_addr(dest))
-            || self
-                .resolved
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            || lock(&self.resolved)
                 .iter()
                 .any(|(ip, port)| *ip == dest.ip() && port.is_none_or(|p| p == dest.port()))
     }
@@ -177,7 +175,7 @@ impl Policy {
 
     /// Allows the addresses a permitted name resolved to.
     pub(crate) fn allow_resolved(&self, ips: &[IpAddr], ports: &[Option<u16>]) {
-        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut resolved = lock(&self.resolved);
         for ip in ips {
             for port in ports {
                 if !resolved.contains(&(*ip, *port)) {

@@ -6,6 +6,7 @@
 //! with non-blocking calls; there is no copy task in between, so a published
 //! connection reaches the guest as the very host stream the client opened.
 
+use super::lock;
 use bytes::{Bytes, BytesMut};
 use std::io;
 use std::net::Shutdown;
@@ -147,11 +148,6 @@ impl StreamControl {
         }
         Ok(())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave them inconsistent.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub(crate) struct Reader {

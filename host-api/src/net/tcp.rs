@@ -2,7 +2,10 @@
 
 use super::bindings::wasi::sockets::{tcp, tcp_create_socket};
 use super::stream::{self, Conn, StreamControl};
-use super::{AbortOnDrop, Guard, Incoming, NetView, Route, Shared, SocketSlot, check_remote};
+use super::{
+    AbortOnDrop, Guard, Incoming, NetView, PEER_HEADER_LEN, Route, Shared, SocketFile, SocketSlot,
+    check_remote, parse_peer_header, peer_header,
+};
 use crate::net::publish::Protocol;
 use std::future::Future;
 use std::io;
@@ -29,9 +32,8 @@ const MAX_BACKLOG: usize = 4096;
 /// How long a peer on a virtual network may take to send its header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The first bytes on a rendezvous connection: who is calling.
+/// The magic of a rendezvous connection's header (see `peer_header`).
 const HEADER_MAGIC: &[u8; 2] = b"w1";
-const HEADER_LEN: usize = 2 + 4 + 2;
 
 type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Incoming>> + Send>>;
 
@@ -101,15 +103,6 @@ struct Listener {
     _files: Vec<SocketFile>,
 }
 
-/// A rendezvous socket file, removed when the listener goes away.
-struct SocketFile(PathBuf);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 impl TcpSocket {
     fn new(ns: &Arc<Shared>, family: IpAddressFamily) -> Result<TcpSocket, ErrorCode> {
         let slot = SocketSlot::take(ns)?;
@@ -158,19 +151,13 @@ impl TcpSocket {
         let mut files = Vec::new();
         // Other members of the instance's networks reach it through a Unix
         // socket per address and port in the network's rendezvous directory.
-        for m in self.ns.memberships() {
-            if !(addr.ip().is_unspecified() || addr.ip() == IpAddr::V4(m.ip)) || addr.is_ipv6() {
-                continue;
-            }
-            let path = m.tcp_path(m.ip, addr.port());
-            // The address is this instance's alone (it holds its lock), so a
-            // file already there was left by a dead process.
-            let _ = std::fs::remove_file(&path);
-            let listener = UnixListener::bind(&path).map_err(|e| {
-                tracing::warn!("failed to listen at `{}`: {e}", path.display());
+        for m in self.ns.memberships_at(addr) {
+            let file = SocketFile::claim(m.tcp_path(m.ip, addr.port()));
+            let listener = UnixListener::bind(file.path()).map_err(|e| {
+                tracing::warn!("failed to listen at `{}`: {e}", file.path().display());
                 ErrorCode::from(e)
             })?;
-            files.push(SocketFile(path));
+            files.push(file);
             let local = SocketAddr::new(IpAddr::V4(m.ip), addr.port());
             tasks.push(AbortOnDrop(tokio::spawn(accept_peers(
                 listener,
@@ -268,18 +255,6 @@ impl TcpSocket {
     }
 }
 
-fn header(from: SocketAddr) -> [u8; HEADER_LEN] {
-    let ip = match from.ip() {
-        IpAddr::V4(v4) => v4.octets(),
-        IpAddr::V6(_) => [0; 4],
-    };
-    let mut h = [0u8; HEADER_LEN];
-    h[..2].copy_from_slice(HEADER_MAGIC);
-    h[2..6].copy_from_slice(&ip);
-    h[6..].copy_from_slice(&from.port().to_be_bytes());
-    h
-}
-
 async fn connect_outbound(local: SocketAddr, remote: SocketAddr) -> io::Result<Incoming> {
     let stream = tokio::net::TcpStream::connect(remote).await?;
     let _ = stream.set_nodelay(true);
@@ -304,7 +279,7 @@ async fn connect_peer(
             _ => e,
         })?;
     stream::tune_unix(&stream);
-    stream.write_all(&header(local)).await?;
+    stream.write_all(&peer_header(HEADER_MAGIC, local)).await?;
     Ok(Incoming {
         conn: Conn::Unix(stream),
         local,
@@ -323,13 +298,15 @@ async fn accept_peers(listener: UnixListener, local: SocketAddr, tx: mpsc::Sende
         // Each caller's header is read on its own, so a slow one holds up
         // nobody else.
         tokio::spawn(async move {
-            let mut h = [0u8; HEADER_LEN];
+            let mut h = [0u8; PEER_HEADER_LEN];
             let read = tokio::time::timeout(HEADER_TIMEOUT, stream.read_exact(&mut h)).await;
-            if !matches!(read, Ok(Ok(_))) || &h[..2] != HEADER_MAGIC {
+            let Some(peer) = read
+                .ok()
+                .and_then(Result::ok)
+                .and(parse_peer_header(HEADER_MAGIC, &h))
+            else {
                 return;
-            }
-            let ip = Ipv4Addr::new(h[2], h[3], h[4], h[5]);
-            let peer = SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([h[6], h[7]]));
+            };
             let _ = tx
                 .send(Incoming {
                     conn: Conn::Unix(stream),

@@ -8,12 +8,14 @@
 //! nobody is waiting for is dropped.
 
 use super::bindings::wasi::sockets::{udp, udp_create_socket};
-use super::{AbortOnDrop, Datagram, Guard, NetView, Route, Shared, SocketSlot, check_remote};
+use super::{
+    AbortOnDrop, Datagram, Guard, NetView, PEER_HEADER_LEN, Route, Shared, SocketFile, SocketSlot,
+    check_remote, lock, parse_peer_header, peer_header,
+};
 use crate::net::publish::Protocol;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use tokio::net::UnixDatagram;
@@ -33,8 +35,8 @@ const SEND_PERMIT: u64 = 64;
 const MAX_DATAGRAM: usize = 65507;
 /// Clients of published ports remembered for replies, per instance.
 const MAX_CLIENTS: usize = 4096;
+/// The magic of a datagram's header between members (see `peer_header`).
 const HEADER_MAGIC: &[u8; 2] = b"u1";
-const HEADER_LEN: usize = 2 + 4 + 2;
 
 pub struct UdpSocket {
     ns: Arc<Shared>,
@@ -65,21 +67,9 @@ struct Outbound {
     _reader: AbortOnDrop,
 }
 
-struct SocketFile(PathBuf);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 struct Inbox {
     rx: mpsc::Receiver<Datagram>,
     pending: VecDeque<Datagram>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct IncomingDatagrams {
@@ -111,14 +101,10 @@ impl UdpSocket {
         let clients = Arc::new(Mutex::new(HashMap::new()));
         let mut tasks = Vec::new();
         let mut files = Vec::new();
-        for m in self.ns.memberships() {
-            if !(addr.ip().is_unspecified() || addr.ip() == IpAddr::V4(m.ip)) || addr.is_ipv6() {
-                continue;
-            }
-            let path = m.udp_path(m.ip, addr.port());
-            let _ = std::fs::remove_file(&path);
-            let socket = UnixDatagram::bind(&path).map_err(ErrorCode::from)?;
-            files.push(SocketFile(path));
+        for m in self.ns.memberships_at(addr) {
+            let file = SocketFile::claim(m.udp_path(m.ip, addr.port()));
+            let socket = UnixDatagram::bind(file.path()).map_err(ErrorCode::from)?;
+            files.push(file);
             tasks.push(AbortOnDrop(tokio::spawn(receive_peers(socket, tx.clone()))));
         }
         if addr.is_ipv4() {
@@ -147,17 +133,15 @@ impl UdpSocket {
 }
 
 async fn receive_peers(socket: UnixDatagram, tx: mpsc::Sender<Datagram>) {
-    let mut buf = vec![0u8; HEADER_LEN + MAX_DATAGRAM];
+    let mut buf = vec![0u8; PEER_HEADER_LEN + MAX_DATAGRAM];
     loop {
         let Ok(n) = socket.recv(&mut buf).await else {
             continue;
         };
-        if n < HEADER_LEN || &buf[..2] != HEADER_MAGIC {
+        let Some(from) = parse_peer_header(HEADER_MAGIC, &buf[..n]) else {
             continue;
-        }
-        let ip = Ipv4Addr::new(buf[2], buf[3], buf[4], buf[5]);
-        let from = SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([buf[6], buf[7]]));
-        let data = Bytes::copy_from_slice(&buf[HEADER_LEN..n]);
+        };
+        let data = Bytes::copy_from_slice(&buf[PEER_HEADER_LEN..n]);
         let _ = tx.try_send(Datagram { data, from });
     }
 }
@@ -480,10 +464,9 @@ impl OutgoingDatagrams {
             }
             Route::Peer(m, ip) => {
                 let path = m.udp_path(ip, dest.port());
-                let mut packet = Vec::with_capacity(HEADER_LEN + datagram.data.len());
-                packet.extend_from_slice(HEADER_MAGIC);
-                packet.extend_from_slice(&m.ip.octets());
-                packet.extend_from_slice(&self.local.port().to_be_bytes());
+                let from = SocketAddr::new(IpAddr::V4(m.ip), self.local.port());
+                let mut packet = Vec::with_capacity(PEER_HEADER_LEN + datagram.data.len());
+                packet.extend_from_slice(&peer_header(HEADER_MAGIC, from));
                 packet.extend_from_slice(&datagram.data);
                 if self.unix.is_none() {
                     let unix =
