@@ -6,7 +6,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wrun_host_api::net::{
-    NetSpec, NetworkStore, OutboundRule, PortMapping, default_runtime_dir, prepare_runtime_dir,
+    MAX_APP_NAME, NetSpec, NetworkStore, OutboundRule, PortMapping, default_runtime_dir,
+    is_valid_name, prepare_runtime_dir,
 };
 use wrun_host_api::{NetworkAccess, Stdin, Volume, WasiSpec, parse_env_arg, parse_env_file};
 use wrun_runtime::{DEFAULT_MEMORY_LIMIT, Limits, Runtime, RuntimeConfig};
@@ -264,13 +265,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+/// An app name, by the same rule as network names (see `is_valid_name`).
 fn parse_name(s: &str) -> Result<String, String> {
-    let mut chars = s.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        && s.len() <= 128;
-    if !valid {
+    if !is_valid_name(s, MAX_APP_NAME) {
         return Err(format!(
             "`{s}` is not a valid name: use letters, digits, `_`, `.` and `-`, starting with a \
              letter or digit"

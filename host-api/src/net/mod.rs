@@ -22,7 +22,9 @@ mod stream;
 mod tcp;
 mod udp;
 
-pub use network::{NetworkError, NetworkInfo, NetworkStore, default_runtime_dir};
+pub use network::{
+    MAX_APP_NAME, NetworkError, NetworkInfo, NetworkStore, default_runtime_dir, is_valid_name,
+};
 pub use policy::{OutboundRule, RuleError};
 pub use publish::{PortMapping, PortSpecError, Protocol};
 

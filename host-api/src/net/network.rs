@@ -207,12 +207,22 @@ impl NetworkStore {
     }
 }
 
-fn check_name(name: &str) -> Result<(), NetworkError> {
+/// The longest network name.
+pub const MAX_NETWORK_NAME: usize = 64;
+/// The longest app name (`--name`), which members resolve on a network.
+pub const MAX_APP_NAME: usize = 128;
+
+/// Docker's rule for names, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most `max`
+/// bytes. Such a name is also safe as part of a file name.
+pub fn is_valid_name(name: &str, max: usize) -> bool {
     let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        && name.len() <= 64;
-    if valid {
+        && name.len() <= max
+}
+
+fn check_name(name: &str) -> Result<(), NetworkError> {
+    if is_valid_name(name, MAX_NETWORK_NAME) {
         Ok(())
     } else {
         Err(NetworkError::InvalidName(name.to_owned()))
@@ -364,7 +374,7 @@ impl Membership {
 
     /// The virtual IP of the live member called `name`, if any.
     pub(crate) fn resolve(&self, name: &str) -> Option<Ipv4Addr> {
-        if check_name(name).is_err() {
+        if !is_valid_name(name, MAX_APP_NAME) {
             return None;
         }
         let path = self.dir.join(format!("name-{name}"));
@@ -452,7 +462,11 @@ mod tests {
             Membership::join(&info, store.runtime_dir(), Some("db")),
             Err(NetworkError::NameTaken { .. })
         ));
-        assert_eq!(store.members(&info), 2);
+        // App names may be longer than network names.
+        let long = "a".repeat(MAX_APP_NAME);
+        let member = Membership::join(&info, store.runtime_dir(), Some(&long)).unwrap();
+        assert_eq!(api.resolve(&long), Some(member.ip));
+        drop(member);
         assert!(matches!(
             store.remove("shop"),
             Err(NetworkError::InUse { members: 2, .. })
