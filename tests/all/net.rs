@@ -193,25 +193,31 @@ fn network(home: &std::path::Path, name: &str) {
         .assert_success();
 }
 
+/// The echo guest named `db` on `network`, listening on guest `addr` and
+/// serving `count` connections; returns once it listens.
+fn db_on(home: &std::path::Path, network: &str, addr: &str, count: &str) -> Running {
+    let db = wrun()
+        .home(home)
+        .args([
+            "run",
+            "--network",
+            network,
+            "--name",
+            "db",
+            P2.echo_server,
+            addr,
+        ])
+        .args(["--count", count])
+        .spawn();
+    db.wait_for_line("listening on");
+    db
+}
+
 #[test]
 fn apps_reach_each_other_by_name_across_processes() {
     let home = tempdir();
     network(home.path(), "shop");
-    let db = wrun()
-        .home(home.path())
-        .args([
-            "run",
-            "--network",
-            "shop",
-            "--name",
-            "db",
-            P2.echo_server,
-            "0.0.0.0:5432",
-            "--count",
-            "2",
-        ])
-        .spawn();
-    db.wait_for_line("listening on");
+    let db = db_on(home.path(), "shop", "0.0.0.0:5432", "2");
     let out = wrun()
         .home(home.path())
         .args([
@@ -263,21 +269,7 @@ fn apps_on_other_networks_cannot_reach_each_other() {
     let home = tempdir();
     network(home.path(), "front");
     network(home.path(), "back");
-    let db = wrun()
-        .home(home.path())
-        .args([
-            "run",
-            "--network",
-            "back",
-            "--name",
-            "db",
-            P2.echo_server,
-            "0.0.0.0:5432",
-            "--count",
-            "1",
-        ])
-        .spawn();
-    db.wait_for_line("listening on");
+    let db = db_on(home.path(), "back", "0.0.0.0:5432", "1");
     let db_ip = "10.89.1.2:5432";
     for (target, needle) in [("db:5432", "error:"), (db_ip, "error: PermissionDenied")] {
         let out = wrun()
@@ -314,21 +306,7 @@ fn apps_on_other_networks_cannot_reach_each_other() {
 fn names_are_unique_per_network_and_networks_must_exist() {
     let home = tempdir();
     network(home.path(), "shop");
-    let db = wrun()
-        .home(home.path())
-        .args([
-            "run",
-            "--network",
-            "shop",
-            "--name",
-            "db",
-            P2.echo_server,
-            "0.0.0.0:1",
-            "--count",
-            "1",
-        ])
-        .spawn();
-    db.wait_for_line("listening on");
+    let db = db_on(home.path(), "shop", "0.0.0.0:1", "1");
     let out = wrun()
         .home(home.path())
         .args(["run", "--network", "shop", "--name", "db", P2.hello])
