@@ -7,8 +7,10 @@
 //! [`net::Namespace`]: a virtual stack whose only host sockets are published
 //! ports and allowed outbound connections. Nothing else in wrun hands a guest
 //! a host handle.
+//! Served functions' outgoing HTTP requests pass [`http::OutboundHttp`].
 
 pub mod env;
+pub mod http;
 pub mod net;
 pub mod volume;
 mod wasi;

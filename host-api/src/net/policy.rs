@@ -74,6 +74,21 @@ impl OutboundRule {
         Ok(OutboundRule { target, port })
     }
 
+    /// Whether the rule allows `host` (a DNS name or an IP literal, as in a
+    /// URL's authority, brackets allowed) on `port`. Names match exactly: an
+    /// IP rule does not allow a name that resolves into it.
+    pub fn allows_host(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<IpAddr>() {
+            Ok(ip) => self.allows_addr(SocketAddr::new(ip, port)),
+            Err(_) => {
+                self.port.is_none_or(|p| p == port)
+                    && matches!(&self.target, Target::Name(name)
+                        if *name == host.trim_end_matches('.').to_ascii_lowercase())
+            }
+        }
+    }
+
     fn allows_addr(&self, dest: SocketAddr) -> bool {
         let port_ok = self.port.is_none_or(|p| p == dest.port());
         port_ok
@@ -192,6 +207,17 @@ mod tests {
 
     fn allows(rule: &str, dest: &str) -> bool {
         Policy::new(vec![OutboundRule::parse(rule).unwrap()]).allows(dest.parse().unwrap())
+    }
+
+    #[test]
+    fn hosts() {
+        let rule = |r| OutboundRule::parse(r).unwrap();
+        assert!(rule("api.example.com").allows_host("API.example.com.", 443));
+        assert!(!rule("api.example.com:443").allows_host("api.example.com", 80));
+        assert!(!rule("example.com").allows_host("api.example.com", 80));
+        assert!(rule("127.0.0.0/8:8080").allows_host("127.0.0.2", 8080));
+        assert!(rule("[::1]:80").allows_host("[::1]", 80));
+        assert!(!rule("10.0.0.0/8").allows_host("localhost", 80));
     }
 
     #[test]
