@@ -16,11 +16,16 @@ mod limits;
 mod link;
 mod load;
 mod run;
+mod serve;
 
 pub use cache::{ArtifactCache, CacheError, CachedArtifact};
 pub use limits::{DEFAULT_MEMORY_LIMIT, LimitExceeded, Limits, Size, TICK, humanize};
 pub use load::{App, AppKind, AppSource, LoadError, SourceKind};
+
 pub use run::RunError;
+pub use serve::{
+    Body, CgiRequest, Failure, Function, FunctionKind, FunctionSpec, MAX_CGI_RESPONSE, Outcome,
+};
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -28,7 +33,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use wasmtime::{Config, Engine, WasmBacktraceDetails};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    WasmBacktraceDetails,
+};
 use wrun_host_api::NetworkAccess;
 
 /// What [`Runtime::lookup`] found.
@@ -45,6 +53,34 @@ pub struct RuntimeConfig {
     /// Where compiled artifacts are cached (`$WRUN_HOME/cache`); `None`
     /// disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Allocate instances from a pool (for `wrun serve`) rather than on
+    /// demand.
+    pub pooling: Option<Pooling>,
+}
+
+/// Sizes of the instance pool: many short-lived instances instantiate
+/// several times faster from a pool whose slots stay mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pooling {
+    /// Component instances alive at once, across all functions.
+    pub max_instances: u32,
+    /// The largest linear memory of an instance.
+    pub max_memory: u64,
+    /// Bytes of each memory and table slot kept mapped between instances
+    /// rather than returned to the kernel: the pages a typical request
+    /// touches, so that the next instance in that slot does not fault them
+    /// in again. Costs that much resident memory per warm slot.
+    pub keep_resident: u64,
+}
+
+impl Default for Pooling {
+    fn default() -> Self {
+        Pooling {
+            max_instances: 1000,
+            max_memory: DEFAULT_MEMORY_LIMIT,
+            keep_resident: 4 << 20,
+        }
+    }
 }
 
 /// Errors of the runtime itself (as opposed to the app's).
@@ -64,12 +100,13 @@ pub struct Runtime {
     module_linker: OnceLock<wasmtime::Linker<run::ModuleHost>>,
     /// Components on wrun's virtual network, and on the host's network.
     component_linkers: [OnceLock<wasmtime::component::Linker<run::ComponentHost>>; 2],
+    proxy_linker: OnceLock<wasmtime::component::Linker<serve::ServeHost>>,
     ticker: OnceLock<Ticker>,
 }
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
-        let engine = Engine::new(&engine_config()).map_err(RuntimeError::Engine)?;
+        let engine = Engine::new(&engine_config(config.pooling)).map_err(RuntimeError::Engine)?;
         let cache =
             (config.cache_dir.as_ref()).map(|root| ArtifactCache::new(root, &engine_key(&engine)));
         let digests = (config.cache_dir.as_ref()).map(|root| digests::DigestIndex::new(root));
@@ -79,6 +116,7 @@ impl Runtime {
             digests,
             module_linker: OnceLock::new(),
             component_linkers: [OnceLock::new(), OnceLock::new()],
+            proxy_linker: OnceLock::new(),
             ticker: OnceLock::new(),
         })
     }
@@ -204,7 +242,7 @@ impl Runtime {
         Ok(cell.get_or_init(|| linker))
     }
 
-    fn start_ticker(&self) {
+    pub(crate) fn start_ticker(&self) {
         self.ticker
             .get_or_init(|| Ticker::start(self.engine.clone(), TICK));
     }
@@ -212,8 +250,11 @@ impl Runtime {
 
 /// The engine configuration shared by every wrun command, so that artifacts
 /// compiled by one are valid for all (the cache key depends on it).
-fn engine_config() -> Config {
+fn engine_config(pooling: Option<Pooling>) -> Config {
     let mut config = Config::new();
+    if let Some(pooling) = pooling {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(pooling)));
+    }
     // Epoch checks cost a few percent in loops and let timeouts and CPU
     // budgets interrupt a spinning guest; always on so that one artifact
     // serves runs with and without limits.
@@ -222,6 +263,26 @@ fn engine_config() -> Config {
     // would slow every load for the rare trap.
     config.wasm_backtrace_details(WasmBacktraceDetails::Disable);
     config
+}
+
+fn pool_config(pooling: Pooling) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    let instances = pooling.max_instances;
+    // A component built from Rust or C holds a few core instances (the app
+    // plus adapter shims), each with a table and usually a memory.
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(4))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
+        .max_memory_size(usize::try_from(pooling.max_memory).unwrap_or(usize::MAX))
+        .linear_memory_keep_resident(usize::try_from(pooling.keep_resident).unwrap_or(0))
+        .table_keep_resident(usize::try_from(pooling.keep_resident).unwrap_or(0))
+        // Resetting a slot by scanning which pages were written (Linux 6.7
+        // and later) instead of zeroing all it keeps resident: the two
+        // together are what make keeping pages resident pay off.
+        .pagemap_scan(Enabled::Auto);
+    pool
 }
 
 /// A short, stable identifier of everything that makes artifacts compatible.

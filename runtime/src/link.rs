@@ -3,7 +3,7 @@
 
 use crate::Runtime;
 use crate::load::App;
-use crate::run::{ComponentHost, ModuleHost, RunError};
+use crate::run::{ModuleHost, RunError};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, LinkerInstance, ResourceType};
 use wasmtime::{Module, Store};
@@ -43,10 +43,10 @@ impl Runtime {
 
     /// Finds every unsatisfied import of a component: try to pre-instantiate,
     /// note the import wasmtime names, stub it out in a scratch linker, repeat.
-    pub(crate) fn component_link_error(
+    pub(crate) fn component_link_error<T: 'static>(
         &self,
         app: &App,
-        linker: &wasmtime::component::Linker<ComponentHost>,
+        linker: &wasmtime::component::Linker<T>,
         component: &Component,
         error: wasmtime::Error,
     ) -> RunError {
@@ -132,8 +132,8 @@ fn describe(item: &ComponentItem) -> &'static str {
 struct Stub;
 
 /// Defines `name` in `instance` so that the next pre-instantiation gets past it.
-fn stub(
-    instance: &mut LinkerInstance<'_, ComponentHost>,
+fn stub<T: 'static>(
+    instance: &mut LinkerInstance<'_, T>,
     engine: &wasmtime::Engine,
     name: &str,
     item: &ComponentItem,

@@ -160,6 +160,19 @@ impl Runtime {
         net: Namespace,
         limits: &Limits,
     ) -> Result<i32, RunError> {
+        self.run_with(app, spec, net, limits, |_| {}).await
+    }
+
+    /// [`Runtime::run`], with `configure` adjusting the WASI context last
+    /// (e.g. to connect stdin and stdout to pipes).
+    pub(crate) async fn run_with(
+        &self,
+        app: &App,
+        spec: &WasiSpec,
+        net: Namespace,
+        limits: &Limits,
+        configure: impl FnOnce(&mut wasmtime_wasi::WasiCtxBuilder),
+    ) -> Result<i32, RunError> {
         spec.validate()?;
         if let AppCode::Module(_) = app.code
             && let Some(what) = net.needs_sockets()
@@ -172,6 +185,7 @@ impl Runtime {
         // Filesystem calls may block the running thread unless a timeout must
         // be able to interrupt them.
         let builder = &mut spec.builder(limits.timeout.is_none())?;
+        configure(builder);
         let run = async {
             match &app.code {
                 AppCode::Module(module) => {
@@ -209,7 +223,7 @@ impl Runtime {
     }
 
     /// One instance's store, its memory limited and its deadlines armed.
-    fn new_store<T: HasLimiter>(
+    pub(crate) fn new_store<T: HasLimiter>(
         &self,
         limits: &Limits,
         host: impl FnOnce(MemoryLimiter) -> T,
@@ -332,7 +346,7 @@ fn run_result_to_exit(result: Result<(), ()>) -> Result<(), I32Exit> {
 }
 
 /// Turns how the guest finished into an exit code or a [`RunError`].
-fn classify(
+pub(crate) fn classify(
     app: &App,
     result: Result<wasmtime::Result<()>, RunError>,
     memory_refused: Option<u64>,

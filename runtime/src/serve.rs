@@ -1,0 +1,636 @@
+//! Functions: apps that answer HTTP requests (`wrun serve`).
+//!
+//! A function is either a `wasi:http/proxy` component (it exports
+//! `wasi:http/incoming-handler`, and runs unchanged under wasmtime serve and
+//! Spin) or a command (a WASI p1 module or p2 component) spoken to in CGI
+//! style: the request in environment variables and on stdin, the response on
+//! stdout. Every request gets a fresh instance, with its own Store, unless
+//! the function opts into reusing instances; then an instance serves up to
+//! [`FunctionSpec::max_instance_reuse`] requests one after another, and what
+//! one request leaves in its memory the next one sees.
+//!
+//! A request's instance runs as its own tokio task, under the function's
+//! limits: a trap, a timeout or an exhausted memory limit ends that request
+//! (and its instance) and nothing else.
+
+use crate::limits::{LimitExceeded, Limits, MemoryLimiter};
+use crate::load::{App, AppCode};
+use crate::run::{HasLimiter, RunError, classify};
+use crate::{Runtime, RuntimeError};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::UnsyncBoxBody;
+use std::sync::{Arc, Mutex};
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wrun_host_api::WasiSpec;
+use wrun_host_api::http::OutboundHttp;
+use wrun_host_api::net::{Namespace, NetSpec};
+
+/// A response body: streamed from a proxy component, or a CGI app's output.
+pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+/// The most a CGI app may write to stdout for one response; more traps it.
+pub const MAX_CGI_RESPONSE: usize = 64 << 20;
+
+/// Idle instances kept per function when instances are reused.
+const MAX_IDLE: usize = 64;
+
+/// How a function is deployed: its view of the host, and its limits.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// Environment and volumes; `args[0]` is the app's name for CGI apps.
+    pub wasi: WasiSpec,
+    /// Where its outgoing HTTP requests may go.
+    pub outbound: OutboundHttp,
+    /// Memory per instance, and time per request (`timeout`).
+    pub limits: Limits,
+    /// Requests one instance may serve; 1 (the default) means a fresh
+    /// instance for every request.
+    pub max_instance_reuse: u32,
+}
+
+/// The two ways a function speaks HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionKind {
+    /// A `wasi:http/proxy` component.
+    Http,
+    /// A command spoken to in CGI style.
+    Cgi,
+}
+
+impl std::fmt::Display for FunctionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FunctionKind::Http => "wasi-http",
+            FunctionKind::Cgi => "cgi",
+        })
+    }
+}
+
+/// How one request's instance ended, for logs and metrics.
+#[derive(Debug)]
+pub enum Outcome {
+    /// It answered (or, for CGI, exited with 0).
+    Done,
+    Trap(String),
+    Timeout,
+    Memory(String),
+    /// It broke the protocol: no response, a malformed CGI header, a
+    /// non-zero exit.
+    Failed(String),
+}
+
+/// A request the function could not answer, as the HTTP status to send and
+/// the reason (for the log, and for the body in plain words).
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub reason: String,
+}
+
+impl Outcome {
+    fn failure(&self) -> Failure {
+        let (status, reason) = match self {
+            Outcome::Done => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the function ended without a response".to_owned(),
+            ),
+            Outcome::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "the function did not answer in time".to_owned(),
+            ),
+            Outcome::Trap(m) | Outcome::Memory(m) => (StatusCode::INTERNAL_SERVER_ERROR, m.clone()),
+            Outcome::Failed(m) => (StatusCode::BAD_GATEWAY, m.clone()),
+        };
+        Failure { status, reason }
+    }
+
+    fn from_error(error: RunError) -> Outcome {
+        match error {
+            RunError::LimitExceeded {
+                limit: LimitExceeded::Timeout(_),
+                ..
+            } => Outcome::Timeout,
+            e @ RunError::LimitExceeded { .. } => Outcome::Memory(e.to_string()),
+            e => Outcome::Trap(e.to_string()),
+        }
+    }
+}
+
+/// A request to a CGI function, as the front end parsed it (RFC 3875).
+#[derive(Debug, Clone)]
+pub struct CgiRequest {
+    pub method: String,
+    /// The route prefix the function is mounted at (`SCRIPT_NAME`).
+    pub script_name: String,
+    /// The rest of the path (`PATH_INFO`).
+    pub path_info: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub remote_addr: String,
+    pub server_name: String,
+    pub server_port: u16,
+}
+
+/// Store data of a proxy instance.
+pub(crate) struct ServeHost {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    outbound: OutboundHttp,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for ServeHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ServeHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+impl HasLimiter for ServeHost {
+    fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+}
+
+pub(crate) fn proxy_linker(
+    engine: &wasmtime::Engine,
+) -> wasmtime::Result<wasmtime::component::Linker<ServeHost>> {
+    let mut linker = wasmtime::component::Linker::new(engine);
+    // All of WASI 0.2 rather than just the proxy world's interfaces: Rust's
+    // std (and others) import `wasi:cli/environment` and friends even in a
+    // proxy. Sockets are linked but deny everything (no network is granted).
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
+/// An instance kept for its next request.
+struct Idle {
+    store: Store<ServeHost>,
+    proxy: Proxy,
+    served: u32,
+}
+
+enum Handler {
+    Http(ProxyPre<ServeHost>),
+    Cgi,
+}
+
+/// A deployed function: its compiled app, ready to instantiate per request.
+pub struct Function {
+    runtime: Arc<Runtime>,
+    app: App,
+    spec: FunctionSpec,
+    handler: Handler,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Runtime {
+    /// Prepares `app` to serve requests: tells a proxy from a command, checks
+    /// that everything it imports is provided and that its volumes exist.
+    /// Nothing runs yet.
+    pub fn function(self: &Arc<Self>, app: App, spec: FunctionSpec) -> Result<Function, RunError> {
+        spec.wasi.validate()?;
+        let handler = match &app.code {
+            AppCode::Component(component) => {
+                let engine = self.engine();
+                let exports_handler = component
+                    .component_type()
+                    .exports(engine)
+                    .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2"));
+                if exports_handler {
+                    let linker = self.proxy_linker()?;
+                    let pre = linker
+                        .instantiate_pre(component)
+                        .map_err(|e| self.component_link_error(&app, linker, component, e))?;
+                    let pre = ProxyPre::new(pre).map_err(|e| RunError::Link {
+                        app: app.name.clone(),
+                        reason: format!("{e:#}"),
+                    })?;
+                    Handler::Http(pre)
+                } else {
+                    self.check_command(&app)?;
+                    Handler::Cgi
+                }
+            }
+            AppCode::Module(_) => {
+                self.check_command(&app)?;
+                Handler::Cgi
+            }
+        };
+        if spec.limits.timeout.is_some() || spec.limits.cpu_time.is_some() {
+            self.start_ticker();
+        }
+        Ok(Function {
+            runtime: self.clone(),
+            app,
+            spec,
+            handler,
+            idle: Mutex::default(),
+        })
+    }
+
+    fn proxy_linker(&self) -> Result<&wasmtime::component::Linker<ServeHost>, RuntimeError> {
+        if let Some(linker) = self.proxy_linker.get() {
+            return Ok(linker);
+        }
+        let linker = proxy_linker(&self.engine).map_err(RuntimeError::Linker)?;
+        Ok(self.proxy_linker.get_or_init(|| linker))
+    }
+}
+
+impl Function {
+    pub fn kind(&self) -> FunctionKind {
+        match self.handler {
+            Handler::Http(_) => FunctionKind::Http,
+            Handler::Cgi => FunctionKind::Cgi,
+        }
+    }
+
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    pub fn spec(&self) -> &FunctionSpec {
+        &self.spec
+    }
+
+    /// Instances kept for reuse right now.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+
+    /// Answers one request with a proxy function. The instance runs as its own
+    /// task; `done` is called with its outcome once it has finished, which
+    /// for a streamed body is after the response has been returned here.
+    pub async fn handle_http<B>(
+        self: &Arc<Self>,
+        request: http::Request<B>,
+        done: impl FnOnce(Outcome) + Send + 'static,
+    ) -> Result<Response<Body>, Failure>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let Handler::Http(pre) = &self.handler else {
+            return Err(internal("not a wasi:http function"));
+        };
+        let (mut store, proxy, served) = match self.take_idle() {
+            Some(idle) => (idle.store, Some(idle.proxy), idle.served),
+            None => (self.new_store().map_err(|e| internal(&e))?, None, 0),
+        };
+        let (response_tx, response_rx) = tokio::sync::oneshot::channel();
+        let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
+        let mut http = store.data_mut().http();
+        let request = http
+            .new_incoming_request(
+                wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
+                request,
+            )
+            .map_err(|e| Failure {
+                status: StatusCode::BAD_REQUEST,
+                reason: format!("{e:#}"),
+            })?;
+        let out = http
+            .new_response_outparam(response_tx)
+            .map_err(|e| internal(&e))?;
+        let pre = pre.clone();
+        let function = self.clone();
+        tokio::spawn(async move {
+            let run = async {
+                let proxy = match proxy {
+                    Some(proxy) => proxy,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, out)
+                    .await?;
+                wasmtime::Result::Ok(proxy)
+            };
+            let result = match function.spec.limits.timeout {
+                Some(timeout) => tokio::time::timeout(timeout, run).await,
+                None => Ok(run.await),
+            };
+            let outcome = match result {
+                Ok(Ok(proxy)) => {
+                    function.keep_idle(store, proxy, served + 1);
+                    Outcome::Done
+                }
+                Ok(Err(error)) => {
+                    let refused = store.data().limiter.refused;
+                    let limits = &function.spec.limits;
+                    match classify(&function.app, Ok(Err(error)), refused, limits) {
+                        Ok(_) => Outcome::Done,
+                        Err(e) => Outcome::from_error(e),
+                    }
+                }
+                Err(_elapsed) => Outcome::Timeout,
+            };
+            // The outcome goes out before the store (and with it the response
+            // sender) is dropped, so a request still waiting learns why.
+            let failure = outcome.failure();
+            let _ = outcome_tx.send(failure);
+            done(outcome);
+        });
+        match response_rx.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(Failure {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                reason: format!("the function answered with an error: {code:?}"),
+            }),
+            Err(_) => Err(outcome_rx
+                .await
+                .unwrap_or_else(|_| internal("the function's task ended"))),
+        }
+    }
+
+    /// Answers one request with a CGI function: the instance runs to
+    /// completion and its stdout becomes the response.
+    pub async fn handle_cgi(
+        self: &Arc<Self>,
+        request: CgiRequest,
+        done: impl FnOnce(Outcome) + Send + 'static,
+    ) -> Result<Response<Body>, Failure> {
+        let function = self.clone();
+        let task = tokio::spawn(async move {
+            let outcome = function.run_cgi(request).await;
+            let result = match &outcome {
+                Ok(response) => Ok(response.clone()),
+                Err(outcome) => Err(outcome.failure()),
+            };
+            done(outcome.err().unwrap_or(Outcome::Done));
+            result
+        });
+        let (status, headers, body) = task
+            .await
+            .map_err(|e| internal(&format!("the function's task failed: {e}")))??;
+        let mut response = Response::new(
+            http_body_util::Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+
+    async fn run_cgi(
+        &self,
+        request: CgiRequest,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), Outcome> {
+        let mut spec = self.spec.wasi.clone();
+        if spec.args.is_empty() {
+            spec.args.push(self.app.name.clone());
+        }
+        spec.env.extend(cgi_env(&request));
+        let stdin = MemoryInputPipe::new(request.body);
+        let stdout = MemoryOutputPipe::new(MAX_CGI_RESPONSE);
+        let net = Namespace::start(&NetSpec::default())
+            .await
+            .map_err(|e| Outcome::Failed(e.to_string()))?;
+        let captured = stdout.clone();
+        let code = self
+            .runtime
+            .run_with(&self.app, &spec, net, &self.spec.limits, |builder| {
+                builder.stdin(stdin).stdout(captured);
+            })
+            .await
+            .map_err(Outcome::from_error)?;
+        if code != 0 {
+            return Err(Outcome::Failed(format!(
+                "the CGI app exited with code {code}"
+            )));
+        }
+        parse_cgi_response(stdout.contents()).map_err(Outcome::Failed)
+    }
+
+    fn new_store(&self) -> Result<Store<ServeHost>, String> {
+        let builder = &mut self.spec.wasi.builder(false).map_err(|e| e.to_string())?;
+        let host = |limiter| ServeHost {
+            ctx: builder.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: self.spec.outbound.clone(),
+            limiter,
+        };
+        Ok(self.runtime.new_store(&self.spec.limits, host))
+    }
+
+    fn take_idle(&self) -> Option<Idle> {
+        if self.spec.max_instance_reuse <= 1 {
+            return None;
+        }
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn keep_idle(&self, store: Store<ServeHost>, proxy: Proxy, served: u32) {
+        if served >= self.spec.max_instance_reuse {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(Idle {
+                store,
+                proxy,
+                served,
+            });
+        }
+    }
+}
+
+impl Runtime {
+    /// Refuses an app that has no command entry point (it could only be a
+    /// library, or a proxy for another world).
+    fn check_command(&self, app: &App) -> Result<(), RunError> {
+        let ok = match &app.code {
+            AppCode::Module(module) => {
+                matches!(
+                    module.get_export("_start"),
+                    Some(wasmtime::ExternType::Func(_))
+                )
+            }
+            AppCode::Component(component) => component
+                .component_type()
+                .exports(self.engine())
+                .any(|(name, _)| name.starts_with("wasi:cli/run@")),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(RunError::NoEntryPoint {
+            app: app.name.clone(),
+            reason: "a function must be a wasi:http proxy component (exporting \
+                     `wasi:http/incoming-handler`) or a command (exporting `_start` or \
+                     `wasi:cli/run`) to be served in CGI style"
+                .to_owned(),
+        })
+    }
+}
+
+fn internal(reason: &(impl std::fmt::Display + ?Sized)) -> Failure {
+    Failure {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        reason: reason.to_string(),
+    }
+}
+
+/// The CGI/1.1 meta-variables of a request (RFC 3875 section 4.1).
+fn cgi_env(request: &CgiRequest) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("GATEWAY_INTERFACE".to_owned(), "CGI/1.1".to_owned()),
+        ("SERVER_PROTOCOL".to_owned(), "HTTP/1.1".to_owned()),
+        (
+            "SERVER_SOFTWARE".to_owned(),
+            concat!("wrun/", env!("CARGO_PKG_VERSION")).to_owned(),
+        ),
+        ("REQUEST_METHOD".to_owned(), request.method.clone()),
+        ("SCRIPT_NAME".to_owned(), request.script_name.clone()),
+        ("PATH_INFO".to_owned(), request.path_info.clone()),
+        ("QUERY_STRING".to_owned(), request.query.clone()),
+        ("REMOTE_ADDR".to_owned(), request.remote_addr.clone()),
+        ("SERVER_NAME".to_owned(), request.server_name.clone()),
+        ("SERVER_PORT".to_owned(), request.server_port.to_string()),
+    ];
+    if !request.body.is_empty() {
+        env.push(("CONTENT_LENGTH".to_owned(), request.body.len().to_string()));
+    }
+    for (name, value) in &request.headers {
+        let Ok(value) = value.to_str() else { continue };
+        let var = match name.as_str() {
+            "content-type" => "CONTENT_TYPE".to_owned(),
+            // Already given as CONTENT_LENGTH (of the body as received), and
+            // credentials are not for the app to see twice.
+            "content-length" | "proxy-authorization" => continue,
+            other => format!("HTTP_{}", other.to_ascii_uppercase().replace('-', "_")),
+        };
+        // Two spellings of one header (`X-A` and `X_A`) must not let one
+        // replace the other's variable silently: the first one wins.
+        if !env.iter().any(|(k, _)| *k == var) {
+            env.push((var, value.to_owned()));
+        }
+    }
+    env
+}
+
+/// Parses a CGI response: header lines (`Status:` sets the status,
+/// `Location:` alone means a redirect), a blank line, then the body.
+fn parse_cgi_response(output: Bytes) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let (head_len, sep_len) = find_blank_line(&output).ok_or_else(|| {
+        "the CGI app's output has no header block (expected header lines, a blank line, \
+         then the body)"
+            .to_owned()
+    })?;
+    let head = std::str::from_utf8(&output[..head_len])
+        .map_err(|_| "the CGI app's header block is not UTF-8".to_owned())?;
+    let mut status = None;
+    let mut headers = HeaderMap::new();
+    for line in head.lines().filter(|l| !l.is_empty()) {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("the CGI app wrote a malformed header line `{line}`"))?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or_default();
+            status = Some(
+                code.parse::<u16>()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .ok_or_else(|| format!("the CGI app wrote an invalid status `{value}`"))?,
+            );
+            continue;
+        }
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("the CGI app wrote an invalid header name `{name}`"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("the CGI app wrote an invalid value for header `{name}`"))?;
+        headers.append(name, value);
+    }
+    let status = status.unwrap_or(if headers.contains_key(http::header::LOCATION) {
+        StatusCode::FOUND
+    } else {
+        StatusCode::OK
+    });
+    Ok((status, headers, output.slice(head_len + sep_len..)))
+}
+
+/// The end of the header block: its length and the separator's.
+fn find_blank_line(output: &[u8]) -> Option<(usize, usize)> {
+    let crlf = output
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    let lf = output.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgi_responses() {
+        let (status, headers, body) = parse_cgi_response(Bytes::from_static(
+            b"Content-Type: text/plain\r\nStatus: 404 Not Found\r\nX-A: 1\r\n\r\nnope\n",
+        ))
+        .unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers["x-a"], "1");
+        assert_eq!(body, "nope\n");
+        let (status, _, body) =
+            parse_cgi_response(Bytes::from_static(b"Location: /there\n\n")).unwrap();
+        assert_eq!(status, StatusCode::FOUND);
+        assert!(body.is_empty());
+        assert!(parse_cgi_response(Bytes::from_static(b"just text")).is_err());
+        assert!(parse_cgi_response(Bytes::from_static(b"no colon\n\nbody")).is_err());
+        assert!(parse_cgi_response(Bytes::from_static(b"Status: abc\n\n")).is_err());
+    }
+
+    #[test]
+    fn cgi_environment() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-foo", HeaderValue::from_static("bar"));
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        let env = cgi_env(&CgiRequest {
+            method: "POST".into(),
+            script_name: "/cgi".into(),
+            path_info: "/echo".into(),
+            query: "a=1".into(),
+            headers,
+            body: Bytes::from_static(b"hi"),
+            remote_addr: "127.0.0.1".into(),
+            server_name: "localhost".into(),
+            server_port: 8080,
+        });
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("HTTP_X_FOO"), Some("bar"));
+        assert_eq!(get("CONTENT_TYPE"), Some("text/plain"));
+        assert_eq!(get("CONTENT_LENGTH"), Some("2"));
+        assert_eq!(get("PATH_INFO"), Some("/echo"));
+    }
+}
