@@ -1,8 +1,9 @@
 //! Compiles the guest programs in `wasm-apps/` for wasm32-wasip1 (core modules) and
 //! wasm32-wasip2 (components) and generates one path constant per app and target,
 //! plus a `foreach_app!` macro listing every app, so each app must be used by a test.
-//! The WASI 0.3 guests, packages of that workspace built for wasm32-wasip2 only,
-//! get one constant each in `p3`.
+//! The component guests, packages of that workspace built for wasm32-wasip2 only,
+//! get one constant each in their own module: WASI 0.3 commands in `p3`,
+//! `wasi:http/proxy` components in `http`.
 
 use std::env;
 use std::fmt::Write as _;
@@ -12,10 +13,29 @@ use std::process::Command;
 
 const TARGETS: [(&str, &str); 2] = [("p1", "wasm32-wasip1"), ("p2", "wasm32-wasip2")];
 
-/// WASI 0.3 commands: (constant in `p3`, package in `wasm-apps/`). Each is a
-/// `cdylib`, so its component is named after the package.
-const P3_APPS: [(&str, &str); 1] = [("HELLO", "p3-hello")];
-const P3_TARGET: &str = "wasm32-wasip2";
+/// A generated module with one constant per component package of `wasm-apps/`,
+/// each built for `PACKAGE_TARGET` only.
+struct PackageModule {
+    name: &'static str,
+    doc: &'static str,
+    /// (constant, package). Each package is a `cdylib`, so its component is
+    /// named after the package.
+    packages: &'static [(&'static str, &'static str)],
+}
+
+const PACKAGE_MODULES: [PackageModule; 2] = [
+    PackageModule {
+        name: "p3",
+        doc: "WASI 0.3 commands",
+        packages: &[("HELLO", "p3-hello")],
+    },
+    PackageModule {
+        name: "http",
+        doc: "`wasi:http/proxy` components",
+        packages: &[("HELLO", "http-hello"), ("FN", "http-fn")],
+    },
+];
+const PACKAGE_TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -34,7 +54,12 @@ fn main() {
         "cargo:rerun-if-changed={}",
         apps_dir.join("Cargo.lock").display()
     );
-    for (_, package) in P3_APPS {
+    let packages = || {
+        PACKAGE_MODULES
+            .iter()
+            .flat_map(|module| module.packages.iter().map(|&(_, package)| package))
+    };
+    for package in packages() {
         println!(
             "cargo:rerun-if-changed={}",
             apps_dir.join(package).display()
@@ -52,17 +77,17 @@ fn main() {
     .join("wasm-apps");
 
     // Without `--package`, cargo builds only the root package (the apps in
-    // src/bin); the p3 packages are built for their one target below.
+    // src/bin); the component packages are built for their one target below.
     let mut triples = Vec::new();
     for (_, triple) in TARGETS {
         triples.extend(["--target", triple]);
     }
     build_guests(&apps_dir, &target_dir, &triples);
-    let mut p3_args = vec!["--target", P3_TARGET];
-    for (_, package) in P3_APPS {
-        p3_args.extend(["--package", package]);
+    let mut package_args = vec!["--target", PACKAGE_TARGET];
+    for package in packages() {
+        package_args.extend(["--package", package]);
     }
-    build_guests(&apps_dir, &target_dir, &p3_args);
+    build_guests(&apps_dir, &target_dir, &package_args);
 
     let apps = app_names(&apps_dir.join("src/bin"));
     let mut code = String::new();
@@ -78,17 +103,19 @@ fn main() {
         }
         writeln!(code, "}}").unwrap();
     }
-    writeln!(code, "/// WASI 0.3 commands, built for `{P3_TARGET}`.").unwrap();
-    writeln!(code, "pub mod p3 {{").unwrap();
-    for (name, package) in P3_APPS {
-        let wasm = format!("{}.wasm", package.replace('-', "_"));
-        write_const(
-            &mut code,
-            name,
-            &target_dir.join(P3_TARGET).join("release").join(wasm),
-        );
+    for module in &PACKAGE_MODULES {
+        writeln!(code, "/// {}, built for `{PACKAGE_TARGET}`.", module.doc).unwrap();
+        writeln!(code, "pub mod {} {{", module.name).unwrap();
+        for (name, package) in module.packages {
+            let wasm = format!("{}.wasm", package.replace('-', "_"));
+            write_const(
+                &mut code,
+                name,
+                &target_dir.join(PACKAGE_TARGET).join("release").join(wasm),
+            );
+        }
+        writeln!(code, "}}").unwrap();
     }
-    writeln!(code, "}}").unwrap();
     writeln!(
         code,
         "/// Invokes `$mac!(app_name)` once for every guest app."
