@@ -10,7 +10,7 @@ use wrun_host_api::net::{
     is_valid_name, prepare_runtime_dir,
 };
 use wrun_host_api::{NetworkAccess, Stdin, Volume, WasiSpec, parse_env_arg, parse_env_file};
-use wrun_runtime::{DEFAULT_MEMORY_LIMIT, Limits, Runtime, RuntimeConfig};
+use wrun_runtime::{DEFAULT_MEMORY_LIMIT, Limits, Pooling, Runtime, RuntimeConfig};
 
 /// How an app is started: its view of the host and its limits.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -226,18 +226,24 @@ pub fn wrun_home() -> Option<PathBuf> {
 /// The runtime every command uses: one engine configuration, so that the
 /// cache serves them all.
 pub fn runtime() -> anyhow::Result<Runtime> {
+    new_runtime(None)
+}
+
+/// The runtime, with instances allocated from a pool when `pooling` is set
+/// (`wrun serve`); its artifacts are cached apart from the others'.
+pub fn new_runtime(pooling: Option<Pooling>) -> anyhow::Result<Runtime> {
     let cache_dir = wrun_home().map(|home| home.join("cache"));
     if cache_dir.is_none() {
         tracing::warn!("no home directory and no WRUN_HOME: compiled apps will not be cached");
     }
-    Ok(Runtime::new(RuntimeConfig { cache_dir })?)
+    Ok(Runtime::new(RuntimeConfig { cache_dir, pooling })?)
 }
 
 fn parse_publish(s: &str) -> Result<Vec<PortMapping>, String> {
     PortMapping::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_outbound(s: &str) -> Result<OutboundRule, String> {
+pub(crate) fn parse_outbound(s: &str) -> Result<OutboundRule, String> {
     OutboundRule::parse(s).map_err(|e| e.to_string())
 }
 
@@ -245,7 +251,7 @@ fn parse_volume(s: &str) -> Result<Volume, String> {
     Volume::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_memory(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_memory(s: &str) -> Result<u64, String> {
     let bytes = parse_size::Config::new()
         .with_binary()
         .parse_size(s)
@@ -256,7 +262,7 @@ fn parse_memory(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration like `500ms`, `30s` or `2m`: {e}"))?;
     if d.is_zero() {

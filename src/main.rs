@@ -8,6 +8,7 @@ use std::io::{IsTerminal, Write};
 mod commands;
 mod common;
 mod exit;
+mod serve;
 
 use commands::run::{RunCommand, ShorthandCommand};
 
@@ -34,6 +35,7 @@ enum Command {
     Run(Box<RunCommand>),
     Compile(commands::compile::CompileCommand),
     Network(commands::network::NetworkCommand),
+    Serve(Box<commands::serve::ServeCommand>),
 }
 
 fn main() {
@@ -51,6 +53,7 @@ fn main() {
         Command::Run(run) => run.execute(),
         Command::Compile(compile) => compile.execute(),
         Command::Network(network) => network.execute(),
+        Command::Serve(serve) => serve.execute(),
     };
     let code = match result {
         Ok(code) => code,

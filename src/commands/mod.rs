@@ -1,6 +1,7 @@
 pub mod compile;
 pub mod network;
 pub mod run;
+pub mod serve;
 
 use std::path::Path;
 use wrun_runtime::{App, AppSource, LoadError, Lookup, Runtime, Size, SourceKind};

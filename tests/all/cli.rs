@@ -83,6 +83,7 @@ fn app_path(apps: &Apps, app: &str) -> &'static str {
         "echo_server" => apps.echo_server,
         "tcp_client" => apps.tcp_client,
         "udp_echo" => apps.udp_echo,
+        "cgi" => apps.cgi,
         other => panic!("no test knows the guest app `{other}`; add it to tests/all/support.rs"),
     }
 }

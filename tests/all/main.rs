@@ -10,5 +10,6 @@ mod env;
 mod limits;
 mod net;
 mod p3;
+mod serve;
 mod stdio;
 mod volumes;

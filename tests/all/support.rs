@@ -25,6 +25,7 @@ pub struct Apps {
     pub echo_server: &'static str,
     pub tcp_client: &'static str,
     pub udp_echo: &'static str,
+    pub cgi: &'static str,
 }
 
 pub const P1: Apps = Apps {
@@ -39,6 +40,7 @@ pub const P1: Apps = Apps {
     echo_server: p1::ECHO_SERVER,
     tcp_client: p1::TCP_CLIENT,
     udp_echo: p1::UDP_ECHO,
+    cgi: p1::CGI,
 };
 
 pub const P2: Apps = Apps {
@@ -53,6 +55,7 @@ pub const P2: Apps = Apps {
     echo_server: p2::ECHO_SERVER,
     tcp_client: p2::TCP_CLIENT,
     udp_echo: p2::UDP_ECHO,
+    cgi: p2::CGI,
 };
 
 /// Defines `mod p1 { #[test] fn name() }` and `mod p2 { ... }` calling
@@ -295,6 +298,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The process id, e.g. to send it a signal.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Waits (up to 60 s) until stdout or stderr has a line containing
     /// `needle`, and returns that line.
     #[track_caller]
@@ -303,13 +311,14 @@ impl Running {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut both = lock.lock().unwrap();
         loop {
+            // Only whole lines: a line may arrive in several reads.
             if let Some(line) = both
                 .0
-                .lines()
-                .chain(both.1.lines())
-                .find(|l| l.contains(needle))
+                .split_inclusive('\n')
+                .chain(both.1.split_inclusive('\n'))
+                .find(|l| l.ends_with('\n') && l.contains(needle))
             {
-                return line.to_owned();
+                return line.trim_end().to_owned();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(

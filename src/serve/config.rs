@@ -1,0 +1,448 @@
+//! The serve configuration (TOML): tenants, their functions, routes and
+//! limits. Unknown fields are refused with their name, so a typo never
+//! silently drops a limit.
+//!
+//! ```toml
+//! version = 1
+//!
+//! [tenants.acme]
+//! token_env = "ACME_TOKEN"        # bearer token for the admin API (or token_file)
+//! limits = { max_concurrency = 50, memory = "128m", timeout = "10s", max_body = "1m" }
+//!
+//! [tenants.acme.functions.hello]
+//! wasm = "hello.wasm"             # relative to this file
+//! routes = ["/hello", "acme.example/"]
+//! env = { GREETING = "hi" }
+//! volumes = ["./static:/static"]  # read-only unless `:rw`
+//! allow_outbound = ["api.example.com:443"]
+//! max_instance_reuse = 1          # 1: a fresh instance per request
+//! ```
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wrun_host_api::net::OutboundRule;
+use wrun_host_api::{Access, Volume};
+
+/// The only configuration version this wrun reads.
+pub const VERSION: u32 = 1;
+
+/// Defaults for what a configuration leaves unsaid (documented in `--help`).
+pub const DEFAULT_MEMORY: u64 = 128 << 20;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_BODY: u64 = 10 << 20;
+pub const DEFAULT_TENANT_CONCURRENCY: u32 = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub version: u32,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub admin_token_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Outbound rules the tenant may give its functions through the admin
+    /// API with its own token.
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    #[serde(default)]
+    pub functions: BTreeMap<String, FunctionConfig>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Memory per instance, e.g. `64m`.
+    pub memory: Option<String>,
+    /// Time per request, e.g. `5s`.
+    pub timeout: Option<String>,
+    /// Instances running at once (for a tenant: across its functions).
+    pub max_concurrency: Option<u32>,
+    /// Largest request body, e.g. `1m`.
+    pub max_body: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// The app; given by the upload instead when deployed through the admin API.
+    pub wasm: Option<PathBuf>,
+    pub routes: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    pub max_instance_reuse: Option<u32>,
+}
+
+/// A route: an optional host and a path prefix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Route {
+    /// Lowercase, without a port; `None` matches every host.
+    pub host: Option<String>,
+    /// Starts with `/`; without a trailing `/` unless it is `/` itself.
+    pub prefix: String,
+}
+
+impl Route {
+    /// `/path`, `host/path` or `host` (meaning `host/`).
+    pub fn parse(text: &str) -> anyhow::Result<Route> {
+        let bad = |why: &str| anyhow::anyhow!("invalid route `{text}`: {why}");
+        let (host, path) = match text.find('/') {
+            Some(0) => (None, text),
+            Some(i) => (Some(&text[..i]), &text[i..]),
+            None => (Some(text), "/"),
+        };
+        if let Some(host) = host {
+            let valid = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
+            if !valid {
+                return Err(bad("the host must be a DNS name without a port"));
+            }
+        }
+        if path.contains(['?', '#', ' ']) || path.contains("//") || path.contains("/../") {
+            return Err(bad("the path must be a plain prefix such as `/api`"));
+        }
+        let prefix = match path.trim_end_matches('/') {
+            "" => "/".to_owned(),
+            p => p.to_owned(),
+        };
+        Ok(Route {
+            host: host.map(str::to_ascii_lowercase),
+            prefix,
+        })
+    }
+
+    /// Whether `path` lies under this route's prefix, segment-wise: `/api`
+    /// takes `/api` and `/api/x`, not `/apix`.
+    pub fn matches_path(&self, path: &str) -> bool {
+        self.prefix == "/"
+            || path
+                .strip_prefix(&self.prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Some(host) if self.prefix == "/" => write!(f, "{host}"),
+            Some(host) => write!(f, "{host}{}", self.prefix),
+            None => f.write_str(&self.prefix),
+        }
+    }
+}
+
+/// Limits after defaults and the tenant's values are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedLimits {
+    pub memory: u64,
+    pub timeout: Duration,
+    pub max_concurrency: u32,
+    pub max_body: u64,
+}
+
+impl ResolvedLimits {
+    pub fn defaults() -> ResolvedLimits {
+        ResolvedLimits {
+            memory: DEFAULT_MEMORY,
+            timeout: DEFAULT_TIMEOUT,
+            max_concurrency: DEFAULT_TENANT_CONCURRENCY,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// `self` with what `config` says, checked; `ceiling` (the tenant's
+    /// limits) caps every value, so a function cannot exceed its tenant.
+    pub fn apply(
+        &self,
+        config: &LimitsConfig,
+        ceiling: Option<&ResolvedLimits>,
+    ) -> anyhow::Result<ResolvedLimits> {
+        let mut limits = *self;
+        if let Some(memory) = &config.memory {
+            limits.memory =
+                parse_size(memory).with_context(|| format!("invalid memory limit `{memory}`"))?;
+        }
+        if let Some(timeout) = &config.timeout {
+            limits.timeout = humantime::parse_duration(timeout)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| {
+                    format!("invalid timeout `{timeout}`: expected e.g. `500ms`, `30s`")
+                })?;
+        }
+        if let Some(n) = config.max_concurrency {
+            if n == 0 {
+                bail!("invalid max_concurrency `0`: must be at least 1");
+            }
+            limits.max_concurrency = n;
+        }
+        if let Some(body) = &config.max_body {
+            limits.max_body =
+                parse_size(body).with_context(|| format!("invalid max_body `{body}`"))?;
+        }
+        if let Some(c) = ceiling {
+            let over = |what: &str, value: String, max: String| {
+                anyhow::anyhow!("{what} `{value}` exceeds the tenant's limit of `{max}`")
+            };
+            if limits.memory > c.memory {
+                return Err(over(
+                    "memory",
+                    limits.memory.to_string(),
+                    c.memory.to_string(),
+                ));
+            }
+            if limits.timeout > c.timeout {
+                return Err(over(
+                    "timeout",
+                    humantime::format_duration(limits.timeout).to_string(),
+                    humantime::format_duration(c.timeout).to_string(),
+                ));
+            }
+            if limits.max_concurrency > c.max_concurrency {
+                return Err(over(
+                    "max_concurrency",
+                    limits.max_concurrency.to_string(),
+                    c.max_concurrency.to_string(),
+                ));
+            }
+            if limits.max_body > c.max_body {
+                return Err(over(
+                    "max_body",
+                    limits.max_body.to_string(),
+                    c.max_body.to_string(),
+                ));
+            }
+        }
+        Ok(limits)
+    }
+}
+
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(text)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A function's configuration, checked and with paths resolved.
+#[derive(Debug, Clone)]
+pub struct FunctionPlan {
+    pub wasm: Option<PathBuf>,
+    pub routes: Vec<Route>,
+    pub env: Vec<(String, String)>,
+    pub volumes: Vec<Volume>,
+    pub allow_outbound: Vec<OutboundRule>,
+    pub limits: ResolvedLimits,
+    pub max_instance_reuse: u32,
+}
+
+impl FunctionConfig {
+    /// Checks the function's fields. Relative paths resolve against `base`
+    /// (the config file's directory).
+    pub fn plan(&self, base: &Path, tenant: &ResolvedLimits) -> anyhow::Result<FunctionPlan> {
+        if self.routes.is_empty() {
+            bail!("`routes` is empty: give at least one, e.g. `routes = [\"/hello\"]`");
+        }
+        let routes = self
+            .routes
+            .iter()
+            .map(|r| Route::parse(r))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for name in self.env.keys() {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                bail!("invalid environment variable name `{name}`");
+            }
+        }
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|v| parse_volume(v, base))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let allow_outbound = self
+            .allow_outbound
+            .iter()
+            .map(|r| OutboundRule::parse(r).map_err(anyhow::Error::from))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let limits = tenant.apply(&self.limits, Some(tenant))?;
+        let max_instance_reuse = match self.max_instance_reuse {
+            Some(0) => {
+                bail!("invalid max_instance_reuse `0`: 1 means a fresh instance per request")
+            }
+            Some(n) => n,
+            None => 1,
+        };
+        Ok(FunctionPlan {
+            wasm: self.wasm.as_ref().map(|w| base.join(w)),
+            routes,
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            volumes,
+            allow_outbound,
+            limits,
+            max_instance_reuse,
+        })
+    }
+}
+
+/// Docker's `HOST:GUEST[:ro|:rw]`, but read-only unless `:rw` is said: a
+/// function serving many requests should not be able to write by accident.
+fn parse_volume(spec: &str, base: &Path) -> anyhow::Result<Volume> {
+    let mut volume = Volume::parse(spec)?;
+    if !spec.ends_with(":rw") {
+        volume.access = Access::ReadOnly;
+    }
+    if volume.host.is_relative() {
+        volume.host = base.join(&volume.host);
+    }
+    Ok(volume)
+}
+
+/// Reads and parses a config file.
+pub fn read(path: &Path) -> anyhow::Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read serve config `{}`", path.display()))?;
+    parse(&text).with_context(|| format!("invalid serve config `{}`", path.display()))
+}
+
+pub fn parse(text: &str) -> anyhow::Result<ConfigFile> {
+    let config: ConfigFile =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+    if config.version != VERSION {
+        bail!(
+            "unsupported version `{}`: this wrun reads `version = {VERSION}`",
+            config.version
+        );
+    }
+    for (name, tenant) in &config.tenants {
+        if !is_valid_name(name) {
+            bail!("invalid tenant name `{name}`: {NAME_RULE}");
+        }
+        for function in tenant.functions.keys() {
+            if !is_valid_name(function) {
+                bail!("invalid function name `{name}/{function}`: {NAME_RULE}");
+            }
+        }
+        if tenant.token_file.is_some() && tenant.token_env.is_some() {
+            bail!("tenant `{name}` has both token_file and token_env; give one");
+        }
+    }
+    Ok(config)
+}
+
+pub const NAME_RULE: &str = "use 1-64 letters, digits, `-` or `_`, starting with a letter or digit";
+
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+}
+
+/// Reads a bearer token from a file (first line) or an environment variable.
+pub fn read_token(
+    file: Option<&Path>,
+    env: Option<&str>,
+    base: &Path,
+) -> anyhow::Result<Option<String>> {
+    let token = match (file, env) {
+        (Some(file), _) => {
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("failed to read token file `{}`", path.display()))?;
+            text.lines().next().unwrap_or_default().trim().to_owned()
+        }
+        (None, Some(var)) => std::env::var(var)
+            .with_context(|| format!("environment variable `{var}` (a token) is not set"))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.len() < 16 {
+        bail!("a token must be at least 16 characters long");
+    }
+    Ok(Some(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let r = Route::parse("/api/").unwrap();
+        assert_eq!((r.host.as_deref(), r.prefix.as_str()), (None, "/api"));
+        assert!(r.matches_path("/api") && r.matches_path("/api/x") && !r.matches_path("/apix"));
+        let r = Route::parse("Acme.Example").unwrap();
+        assert_eq!(
+            (r.host.as_deref(), r.prefix.as_str()),
+            (Some("acme.example"), "/")
+        );
+        assert_eq!(
+            Route::parse("a.example/x").unwrap().to_string(),
+            "a.example/x"
+        );
+        assert!(Route::parse("a.example:80/x").is_err());
+        assert!(Route::parse("/a?b").is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let e = parse("version = 1\n[tenants.a]\nlimitz = {}\n").unwrap_err();
+        assert!(format!("{e:#}").contains("limitz"), "{e:#}");
+        let e = parse("version = 2\n").unwrap_err();
+        assert!(e.to_string().contains("version `2`"));
+    }
+
+    #[test]
+    fn function_limits_are_capped_by_the_tenant() {
+        let tenant = ResolvedLimits::defaults();
+        let mut f = FunctionConfig {
+            routes: vec!["/x".into()],
+            ..FunctionConfig::default()
+        };
+        f.limits.memory = Some("1g".into());
+        let e = f.plan(Path::new("/"), &tenant).unwrap_err();
+        assert!(e.to_string().contains("exceeds the tenant's limit"), "{e}");
+        f.limits.memory = Some("16m".into());
+        f.volumes = vec!["./d:/d".into(), "./w:/w:rw".into()];
+        let plan = f.plan(Path::new("/base"), &tenant).unwrap();
+        assert_eq!(plan.limits.memory, 16 << 20);
+        assert_eq!(plan.volumes[0].access, Access::ReadOnly);
+        assert_eq!(plan.volumes[1].access, Access::ReadWrite);
+        assert_eq!(plan.volumes[0].host, Path::new("/base/./d"));
+    }
+}

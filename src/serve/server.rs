@@ -1,0 +1,435 @@
+//! The public listener: one single-threaded tokio runtime per worker thread,
+//! each accepting on its own socket bound to the same address with
+//! SO_REUSEPORT, so the kernel spreads connections over the workers and a
+//! request stays on one core from accept to response (measured: +25-35%
+//! over tokio's multi-thread scheduler, see notes/serve-performance.md).
+
+use super::metrics::{FunctionMetrics, Rejection};
+use super::{Deployed, Platform};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use wrun_runtime::{Body, CgiRequest, Failure, FunctionKind, Outcome};
+
+/// How long a client may take to send a request's head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one worker holds open at once; more wait in the backlog.
+const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
+const BACKLOG: i32 = 1024;
+
+/// Binds `threads` listening sockets to `addr` with SO_REUSEPORT (the first
+/// one picks the port when `addr` has port 0). Errors name the address.
+pub fn bind(addr: SocketAddr, threads: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    use rustix::net::{AddressFamily, SocketType, sockopt};
+    let mut listeners = Vec::with_capacity(threads);
+    let mut addr = addr;
+    for _ in 0..threads.max(1) {
+        let family = if addr.is_ipv4() {
+            AddressFamily::INET
+        } else {
+            AddressFamily::INET6
+        };
+        let bound = (|| -> std::io::Result<std::net::TcpListener> {
+            let fd = rustix::net::socket(family, SocketType::STREAM, None)?;
+            sockopt::set_socket_reuseaddr(&fd, true)?;
+            sockopt::set_socket_reuseport(&fd, true)?;
+            rustix::net::bind(&fd, &addr)?;
+            rustix::net::listen(&fd, BACKLOG)?;
+            let listener = std::net::TcpListener::from(fd);
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })()
+        .map_err(|e| anyhow::anyhow!("failed to listen on `{addr}`: {e}"))?;
+        addr = bound.local_addr()?;
+        listeners.push(bound);
+    }
+    Ok(listeners)
+}
+
+/// Serves requests on `listener` until `shutdown` turns true, then stops
+/// accepting and lets the connections finish their requests, for at most
+/// `drain`.
+pub async fn serve(
+    platform: Arc<Platform>,
+    listener: std::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let local = listener.local_addr()?;
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_WORKER));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit?,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset while
+                    // queued: keep serving the others.
+                    tracing::warn!("failed to accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let platform = platform.clone();
+        let service = hyper::service::service_fn(move |request| {
+            handle(platform.clone(), peer, local, request)
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still running after the drain timeout of {}; stopping them",
+            humantime::format_duration(drain)
+        );
+    }
+    Ok(())
+}
+
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+/// Routes one request, applies its function's limits, and runs it.
+async fn handle(
+    platform: Arc<Platform>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
+    let table = platform.table.load_full();
+    let host = request_host(request.uri(), request.headers());
+    let Some((deployed, prefix)) = table.route(host.as_deref(), request.uri().path()) else {
+        platform.unrouted.fetch_add(1, Ordering::Relaxed);
+        return Ok(plain(
+            StatusCode::NOT_FOUND,
+            id,
+            "no function serves this path\n",
+        ));
+    };
+    let deployed = deployed.clone();
+    let prefix = prefix.to_owned();
+    drop(table);
+    let span = tracing::info_span!(
+        "request",
+        id,
+        tenant = %deployed.tenant.name,
+        function = %deployed.name
+    );
+    let _entered = span.enter();
+    let response = match admit(&deployed, &request) {
+        Ok(in_flight) => {
+            drop(_entered);
+            let response = run(&deployed, request, in_flight, id, &prefix, peer, local).await;
+            response.unwrap_or_else(|failure| {
+                tracing::debug!(status = %failure.status, "{}", failure.reason);
+                failure_response(&failure, id)
+            })
+        }
+        Err(why) => response_with_id(rejected(&deployed, why), id),
+    };
+    deployed
+        .metrics
+        .responded(response.status().as_u16(), started.elapsed());
+    Ok(response)
+}
+
+/// Checks the request against the function's limits before anything runs:
+/// its body size, and the tenant's and the function's free slots.
+fn admit(deployed: &Deployed, request: &Request<Incoming>) -> Result<InFlight, Rejection> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > deployed.plan.limits.max_body) {
+        return Err(Rejection::BodySize);
+    }
+    let tenant = deployed.tenant.slots.clone().try_acquire_owned();
+    let function = deployed.slots.clone().try_acquire_owned();
+    let (Ok(tenant), Ok(function)) = (tenant, function) else {
+        return Err(Rejection::Concurrency);
+    };
+    deployed.metrics.started();
+    Ok(InFlight {
+        metrics: deployed.metrics.clone(),
+        _permits: (tenant, function),
+    })
+}
+
+/// The answer to a request turned away before its function ran.
+fn rejected(deployed: &Deployed, why: Rejection) -> Response<Body> {
+    deployed.metrics.rejected(why);
+    match why {
+        Rejection::BodySize => too_large(deployed.plan.limits.max_body),
+        Rejection::Concurrency => {
+            let mut response = plain_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the function is at its concurrency limit; retry shortly\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
+/// A request's hold on its slots and its in-flight count, released when the
+/// instance has finished (which, for a streamed response, is after the
+/// response head went out), or when the request ends before one started.
+struct InFlight {
+    metrics: Arc<FunctionMetrics>,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl InFlight {
+    fn finish(self, outcome: Outcome, id: u64, tenant: &str, function: &str) {
+        self.metrics.finished(&outcome);
+        let reason = match &outcome {
+            Outcome::Done => return,
+            Outcome::Timeout => "the time limit was reached",
+            Outcome::Trap(m) | Outcome::Memory(m) | Outcome::Failed(m) => m.as_str(),
+        };
+        tracing::warn!(request = id, tenant, function, "request failed: {reason}");
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics.ended();
+    }
+}
+
+async fn run(
+    deployed: &Arc<Deployed>,
+    request: Request<Incoming>,
+    in_flight: InFlight,
+    id: u64,
+    prefix: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Result<Response<Body>, Failure> {
+    let max_body = deployed.plan.limits.max_body;
+    let (tenant, name) = (deployed.tenant.name.clone(), deployed.name.clone());
+    let done = move |outcome: Outcome| in_flight.finish(outcome, id, &tenant, &name);
+    let mut response = match deployed.function.kind() {
+        FunctionKind::Http => {
+            let request = request.map(|body| CappedBody {
+                inner: body,
+                remaining: max_body,
+                limit: max_body,
+            });
+            deployed.function.handle_http(request, done).await?
+        }
+        FunctionKind::Cgi => {
+            let (parts, body) = request.into_parts();
+            let body = match http_body_util::Limited::new(body, max_body as usize)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(e) => {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        return Ok(response_with_id(
+                            rejected(deployed, Rejection::BodySize),
+                            id,
+                        ));
+                    }
+                    return Err(Failure {
+                        status: StatusCode::BAD_REQUEST,
+                        reason: format!("failed to read the request body: {e}"),
+                    });
+                }
+            };
+            let path = parts.uri.path();
+            let path_info = if prefix == "/" {
+                path
+            } else {
+                &path[prefix.len().min(path.len())..]
+            };
+            let cgi = CgiRequest {
+                method: parts.method.to_string(),
+                script_name: if prefix == "/" {
+                    String::new()
+                } else {
+                    prefix.to_owned()
+                },
+                path_info: path_info.to_owned(),
+                query: parts.uri.query().unwrap_or_default().to_owned(),
+                server_name: request_host(&parts.uri, &parts.headers)
+                    .unwrap_or_else(|| local.ip().to_string()),
+                headers: parts.headers,
+                body,
+                remote_addr: peer.ip().to_string(),
+                server_port: local.port(),
+            };
+            deployed.function.handle_cgi(cgi, done).await?
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    Ok(response)
+}
+
+/// The request's host without a port: from the URI (HTTP/2) or the Host
+/// header (HTTP/1.1).
+fn request_host(uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
+    let authority = match uri.host() {
+        Some(host) => host,
+        None => headers.get(header::HOST)?.to_str().ok()?,
+    };
+    Some(strip_port(authority).to_ascii_lowercase())
+}
+
+fn strip_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                host
+            } else {
+                authority
+            }
+        }
+        _ => authority,
+    }
+}
+
+fn too_large(max: u64) -> Response<Body> {
+    plain_body(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body exceeds this function's limit of {max} bytes\n"),
+    )
+}
+
+fn failure_response(failure: &Failure, id: u64) -> Response<Body> {
+    // What went wrong inside the guest (a trap message, a backtrace) stays
+    // in the server's log; the client gets the kind of failure and the id to
+    // look it up by.
+    let text = match failure.status {
+        StatusCode::GATEWAY_TIMEOUT => "the function did not answer in time".to_owned(),
+        StatusCode::BAD_REQUEST => failure.reason.clone(),
+        StatusCode::BAD_GATEWAY => "the function's response was invalid".to_owned(),
+        _ => "the function failed".to_owned(),
+    };
+    plain(failure.status, id, &format!("{text} (request {id})\n"))
+}
+
+fn plain(status: StatusCode, id: u64, text: &str) -> Response<Body> {
+    response_with_id(plain_body(status, text), id)
+}
+
+fn response_with_id(mut response: Response<Body>, id: u64) -> Response<Body> {
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+fn plain_body(status: StatusCode, text: &str) -> Response<Body> {
+    let body = http_body_util::Full::new(Bytes::from(text.to_owned()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A request body that fails once more than `limit` bytes have arrived: the
+/// guest's read then reports `HTTP-request-body-size` (a chunked body has no
+/// length to check up front).
+struct CappedBody {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+}
+
+impl http_body::Body for CappedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let frame = match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                let limit = self.limit;
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                    Some(limit),
+                ))));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("a.example:8080"), "a.example");
+        assert_eq!(strip_port("a.example"), "a.example");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("::1"), "::1");
+    }
+}

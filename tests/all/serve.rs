@@ -1,0 +1,783 @@
+//! `wrun serve`: HTTP functions for many tenants, driven by a real HTTP
+//! client (ureq, or raw bytes where a header must be exact) over 127.0.0.1
+//! with ports picked by the kernel.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+use wrun_test_artifacts::http;
+
+const ADMIN_TOKEN: &str = "admin-token-0123456789";
+const TOKEN_A: &str = "tenant-a-token-0123456789";
+const TOKEN_B: &str = "tenant-b-token-0123456789";
+
+/// A running `wrun serve` and where it listens.
+struct Server {
+    process: Running,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    agent: ureq::Agent,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn addr_after(line: &str, marker: &str) -> SocketAddr {
+    line.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+impl Server {
+    /// `wrun serve ARGS --listen 127.0.0.1:0`, once it listens.
+    fn start(args: &[&str]) -> Server {
+        Server::start_with(
+            wrun().args(["serve", "--listen", "127.0.0.1:0"]).args(args),
+            false,
+        )
+    }
+
+    fn start_with(wrun: Wrun, with_admin: bool) -> Server {
+        let process = wrun.spawn();
+        let addr = addr_after(&process.wait_for_line("listening on http://"), "http://");
+        let admin = with_admin
+            .then(|| addr_after(&process.wait_for_line("admin API on http://"), "http://"));
+        Server {
+            process,
+            addr,
+            admin,
+            agent: agent(),
+        }
+    }
+
+    /// A config file in `dir`, served with the admin API on a free port.
+    fn config(dir: &Path, toml: &str) -> Server {
+        let path = dir.join("serve.toml");
+        std::fs::write(&path, toml).unwrap();
+        Server::start_with(
+            wrun()
+                .args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--admin-listen",
+                    "127.0.0.1:0",
+                ])
+                .arg("--config")
+                .arg(&path)
+                .env("WRUN_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("TOKEN_A", TOKEN_A)
+                .env("TOKEN_B", TOKEN_B),
+            true,
+        )
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.expect("admin API"))
+    }
+
+    /// GET `path`: the status and the body.
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut response = self.agent.get(self.url(path)).call().expect("GET");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
+        let mut response = self.agent.post(self.url(path)).send(body).expect("POST");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    /// An admin API call with `token`: the status and the body.
+    fn admin(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let url = self.admin_url(path);
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let mut response = self
+            .agent
+            .run(request.body(()).unwrap())
+            .expect("admin call");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    /// Deploys `wasm` as `tenant/name` with `config` (a function table).
+    fn deploy(
+        &self,
+        token: &str,
+        tenant: &str,
+        name: &str,
+        config: &str,
+        wasm: &[u8],
+    ) -> (u16, String) {
+        let boundary = "wrun-test-boundary-7d3f";
+        let mut body = Vec::new();
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"config\"\r\n\r\n{config}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"wasm\"; filename=\"app.wasm\"\r\n\
+             Content-Type: application/wasm\r\n\r\n"
+        )
+        .unwrap();
+        body.extend_from_slice(wasm);
+        write!(body, "\r\n--{boundary}--\r\n").unwrap();
+        let mut response = self
+            .agent
+            .put(self.admin_url(&format!("/v1/tenants/{tenant}/functions/{name}")))
+            .header("authorization", &format!("Bearer {token}"))
+            .content_type(&format!("multipart/form-data; boundary={boundary}"))
+            .send(&body[..])
+            .expect("deploy");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+}
+
+/// A raw HTTP/1.0 request (so the body comes unchunked) with an exact Host
+/// header; the status and body.
+fn raw_get(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn toml_path(path: &str) -> String {
+    format!("{path:?}")
+}
+
+#[test]
+fn serves_one_component_like_wasmtime_serve() {
+    let server = Server::start(&[http::HELLO]);
+    for _ in 0..3 {
+        // The same agent keeps the connection alive between requests.
+        assert_eq!(server.get("/"), (200, "Hello, world!\n".to_owned()));
+    }
+    assert_eq!(server.get("/any/path?x=1").0, 200);
+}
+
+#[test]
+fn fresh_instance_per_request_unless_reuse_is_asked() {
+    let server = Server::start(&[http::FN]);
+    for _ in 0..3 {
+        assert_eq!(server.get("/counter"), (200, "1\n".to_owned()));
+    }
+    let reused = Server::start(&["--max-instance-reuse", "100", http::FN]);
+    let counts: Vec<String> = (0..3).map(|_| reused.get("/counter").1).collect();
+    assert!(
+        counts.iter().any(|c| c != "1\n"),
+        "an instance was reused: {counts:?}"
+    );
+}
+
+#[test]
+fn routes_by_path_and_host() {
+    let dir = tempdir();
+    let config = format!(
+        r#"
+version = 1
+[tenants.a.functions.api]
+wasm = {fn_}
+routes = ["/env", "/hello"]
+env = {{ WHO = "a" }}
+[tenants.b.functions.site]
+wasm = {fn_}
+routes = ["b.test"]
+env = {{ WHO = "b" }}
+[tenants.b.functions.cgi]
+wasm = {cgi}
+routes = ["/cgi"]
+"#,
+        fn_ = toml_path(http::FN),
+        cgi = toml_path(P1.cgi),
+    );
+    let server = Server::config(dir.path(), &config);
+    assert_eq!(
+        raw_get(server.addr, "a.test", "/env?name=WHO"),
+        (200, "a".to_owned())
+    );
+    assert_eq!(
+        raw_get(server.addr, "b.test", "/env?name=WHO"),
+        (200, "b".to_owned())
+    );
+    assert_eq!(
+        raw_get(server.addr, "B.TEST:80", "/env?name=WHO"),
+        (200, "b".to_owned())
+    );
+    assert_eq!(server.get("/hello").0, 200);
+    // Segment-wise prefixes: `/hello` does not take `/helloworld`.
+    assert_eq!(server.get("/helloworld").0, 404);
+    assert_eq!(
+        server.get("/cgi/hello"),
+        (200, "hello from cgi\n".to_owned())
+    );
+    assert_eq!(server.get("/nothing").0, 404);
+}
+
+fn cgi_function(apps: &Apps) {
+    let dir = tempdir();
+    let config = format!(
+        "version = 1\n[tenants.t.functions.cgi]\nwasm = {}\nroutes = [\"/cgi\"]\n",
+        toml_path(apps.cgi)
+    );
+    let server = Server::config(dir.path(), &config);
+    assert_eq!(
+        server.get("/cgi/hello"),
+        (200, "hello from cgi\n".to_owned())
+    );
+    let mut response = server
+        .agent
+        .post(server.url("/cgi/echo?q=1"))
+        .header("x-foo", "bar")
+        .send(&b"posted body"[..])
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-method"], "POST");
+    assert_eq!(response.headers()["x-query"], "q=1");
+    assert_eq!(response.headers()["x-header-foo"], "bar");
+    assert_eq!(response.body_mut().read_to_string().unwrap(), "posted body");
+    assert_eq!(
+        server.get("/cgi/status?code=418"),
+        (418, "status 418\n".to_owned())
+    );
+    // Each request is a fresh process: the counter never carries over.
+    assert_eq!(server.get("/cgi/counter").1, "1\n");
+    assert_eq!(server.get("/cgi/counter").1, "1\n");
+    // A broken CGI response or a failing app is the gateway's error, and the
+    // server goes on.
+    assert_eq!(server.get("/cgi/nohead").0, 502);
+    assert_eq!(server.get("/cgi/exit?code=3").0, 502);
+    assert_eq!(server.get("/cgi/hello").0, 200);
+}
+
+for_both_targets!(cgi_function);
+
+#[test]
+fn limits_end_only_the_request_that_hits_them() {
+    let dir = tempdir();
+    let config = format!(
+        r#"
+version = 1
+[tenants.t.limits]
+memory = "32m"
+timeout = "1s"
+max_body = "1k"
+[tenants.t.functions.f]
+wasm = {fn_}
+routes = ["/"]
+[tenants.t.functions.cgi]
+wasm = {cgi}
+routes = ["/cgi"]
+"#,
+        fn_ = toml_path(http::FN),
+        cgi = toml_path(P2.cgi),
+    );
+    let server = Server::config(dir.path(), &config);
+    // Memory: 64 MiB in a 32 MiB instance fails that request only.
+    let (status, body) = server.get("/alloc?mib=64");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("request "), "{body}");
+    assert_eq!(server.get("/alloc?mib=4").0, 200);
+    // Time: a request over its limit gets 504.
+    assert_eq!(server.get("/sleep?ms=5000").0, 504);
+    assert_eq!(server.get("/spin").0, 504);
+    assert_eq!(server.get("/cgi/spin").0, 504);
+    // A trap is a 500, and the server goes on.
+    assert_eq!(server.get("/trap").0, 500);
+    // Body size, declared up front or only as it streams in (CGI).
+    assert_eq!(server.post("/echo", &[b'x'; 2048]).0, 413);
+    assert_eq!(server.post("/echo", &[b'x'; 512]), (200, "x".repeat(512)));
+    let chunked = server
+        .agent
+        .post(server.url("/cgi/echo"))
+        .send(ureq::SendBody::from_reader(&mut &[b'y'; 4096][..]))
+        .unwrap();
+    assert_eq!(chunked.status(), 413);
+    assert_eq!(server.get("/hello").0, 200);
+    let metrics = server.admin("GET", "/metrics", Some(ADMIN_TOKEN)).1;
+    for line in [
+        "wrun_memory_limit_total{tenant=\"t\",function=\"f\"} 1",
+        "wrun_timeouts_total{tenant=\"t\",function=\"f\"} 2",
+        "wrun_timeouts_total{tenant=\"t\",function=\"cgi\"} 1",
+        "wrun_traps_total{tenant=\"t\",function=\"f\"} 1",
+        "wrun_rejections_total{tenant=\"t\",function=\"f\",reason=\"body_size\"} 1",
+        "wrun_rejections_total{tenant=\"t\",function=\"cgi\",reason=\"body_size\"} 1",
+        "wrun_instances_in_flight{tenant=\"t\",function=\"f\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
+}
+
+#[test]
+fn a_tenant_at_its_concurrency_limit_gets_503() {
+    let dir = tempdir();
+    let config = format!(
+        "version = 1\n[tenants.t]\nlimits = {{ max_concurrency = 1 }}\n\
+         [tenants.t.functions.f]\nwasm = {}\nroutes = [\"/\"]\n",
+        toml_path(http::FN)
+    );
+    let server = Arc::new(Server::config(dir.path(), &config));
+    let slow = {
+        let server = server.clone();
+        std::thread::spawn(move || server.get("/sleep?ms=1500"))
+    };
+    // Wait until the slow request holds the only slot.
+    wait_until(|| {
+        metric(
+            &server,
+            "wrun_instances_in_flight{tenant=\"t\",function=\"f\"}",
+        ) == 1
+    });
+    let response = server.agent.get(server.url("/hello")).call().unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(slow.join().unwrap().0, 200);
+    assert_eq!(server.get("/hello").0, 200);
+}
+
+fn metric(server: &Server, series: &str) -> u64 {
+    let text = server.admin("GET", "/metrics", Some(ADMIN_TOKEN)).1;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+#[track_caller]
+fn wait_until(mut ready: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("condition not reached within 30s");
+}
+
+#[test]
+fn a_spinning_tenant_does_not_stop_another() {
+    let dir = tempdir();
+    let config = format!(
+        r#"
+version = 1
+[tenants.noisy]
+limits = {{ timeout = "3s" }}
+[tenants.noisy.functions.spin]
+wasm = {fn_}
+routes = ["/spin"]
+[tenants.quiet.functions.hello]
+wasm = {fn_}
+routes = ["/hello"]
+"#,
+        fn_ = toml_path(http::FN)
+    );
+    let server = Arc::new(Server::config(dir.path(), &config));
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let server = server.clone();
+            std::thread::spawn(move || server.get("/spin").0)
+        })
+        .collect();
+    wait_until(|| {
+        metric(
+            &server,
+            "wrun_instances_in_flight{tenant=\"noisy\",function=\"spin\"}",
+        ) == 4
+    });
+    for _ in 0..20 {
+        assert_eq!(
+            server.get("/hello"),
+            (200, "hello from http-fn\n".to_owned())
+        );
+    }
+    for spinner in spinners {
+        assert_eq!(spinner.join().unwrap(), 504);
+    }
+}
+
+/// A tiny HTTP server on 127.0.0.1 answering `upstream ok` to `count`
+/// requests, as the destination of outgoing requests.
+fn upstream(count: usize) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        for _ in 0..count {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\nupstream ok",
+            );
+        }
+    });
+    (addr, thread)
+}
+
+#[test]
+fn outgoing_requests_only_reach_allowed_hosts() {
+    let (up, thread) = upstream(1);
+    let dir = tempdir();
+    let config = format!(
+        r#"
+version = 1
+[tenants.t.functions.allowed]
+wasm = {fn_}
+routes = ["/fetch"]
+allow_outbound = ["127.0.0.1:{port}"]
+[tenants.t.functions.denied]
+wasm = {fn_}
+routes = ["denied.test"]
+allow_outbound = ["127.0.0.1:1"]
+"#,
+        fn_ = toml_path(http::FN),
+        port = up.port()
+    );
+    let server = Server::config(dir.path(), &config);
+    // A wasi:http function sees the whole path, so the host picks the
+    // function that is denied.
+    let path = format!("/fetch?url=http://127.0.0.1:{}/x", up.port());
+    let (status, body) = server.get(&path);
+    assert_eq!((status, body.as_str()), (200, "status 200\nupstream ok"));
+    let (status, body) = raw_get(server.addr, "denied.test", &path);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    thread.join().unwrap();
+}
+
+#[test]
+fn volumes_are_read_only_unless_rw_and_cannot_be_escaped() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(data.join("x.txt"), "from the host").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), data.join("link")).unwrap();
+    let config = format!(
+        r#"
+version = 1
+[tenants.t.functions.f]
+wasm = {fn_}
+routes = ["/"]
+volumes = ["./data:/data", "./out:/out:rw"]
+"#,
+        fn_ = toml_path(http::FN)
+    );
+    let server = Server::config(dir.path(), &config);
+    assert_eq!(
+        server.get("/file?path=/data/x.txt"),
+        (200, "from the host".to_owned())
+    );
+    assert_eq!(server.post("/write?path=/data/new.txt", b"no").0, 500);
+    assert!(!data.join("new.txt").exists());
+    assert_eq!(server.post("/write?path=/out/new.txt", b"yes").0, 200);
+    assert_eq!(std::fs::read_to_string(out.join("new.txt")).unwrap(), "yes");
+    for escape in [
+        "/data/../secret.txt",
+        "/data/link",
+        "/secret.txt",
+        "/etc/passwd",
+    ] {
+        let (status, body) = server.get(&format!("/file?path={escape}"));
+        assert_eq!(status, 500, "{escape} was readable: {body}");
+        assert!(!body.contains("secret"), "{escape}: {body}");
+    }
+}
+
+fn tenants_config(extra: &str) -> String {
+    format!(
+        r#"
+version = 1
+[tenants.a]
+token_env = "TOKEN_A"
+[tenants.a.functions.hello]
+wasm = {hello}
+routes = ["/a"]
+[tenants.b]
+token_env = "TOKEN_B"
+[tenants.b.functions.hello]
+wasm = {hello}
+routes = ["/b"]
+{extra}"#,
+        hello = toml_path(http::HELLO)
+    )
+}
+
+#[test]
+fn every_cross_tenant_admin_call_is_refused() {
+    let dir = tempdir();
+    let server = Server::config(dir.path(), &tenants_config(""));
+    let wasm = std::fs::read(http::HELLO).unwrap();
+    // Tenant a acting on tenant b: refused, and nothing changes.
+    for (method, path) in [
+        ("GET", "/v1/tenants/b/functions"),
+        ("GET", "/v1/tenants/b/functions/hello"),
+        ("DELETE", "/v1/tenants/b/functions/hello"),
+    ] {
+        let (status, body) = server.admin(method, path, Some(TOKEN_A));
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(body.contains("tenant `a`"), "{body}");
+    }
+    let (status, _) = server.deploy(TOKEN_A, "b", "hello", "routes = [\"/b2\"]", &wasm);
+    assert_eq!(status, 403);
+    // Admin-only calls.
+    for path in ["/v1/functions", "/metrics"] {
+        assert_eq!(server.admin("GET", path, Some(TOKEN_A)).0, 403, "{path}");
+    }
+    // No token, a wrong token.
+    assert_eq!(server.admin("GET", "/v1/tenants/a/functions", None).0, 401);
+    assert_eq!(
+        server
+            .admin("GET", "/v1/tenants/a/functions", Some("not-a-token-at-all"))
+            .0,
+        401
+    );
+    // Tenants may not grant themselves host directories or destinations.
+    let (status, body) = server.deploy(
+        TOKEN_A,
+        "a",
+        "x",
+        "routes = [\"/ax\"]\nvolumes = [\"/:/host\"]",
+        &wasm,
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = server.deploy(
+        TOKEN_A,
+        "a",
+        "x",
+        "routes = [\"/ax\"]\nallow_outbound = [\"10.0.0.0/8\"]",
+        &wasm,
+    );
+    assert_eq!(status, 403, "{body}");
+    // Nor raise their limits.
+    let (status, body) = server.deploy(
+        TOKEN_A,
+        "a",
+        "x",
+        "routes = [\"/ax\"]\nlimits = { memory = \"4g\" }",
+        &wasm,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("exceeds the tenant's limit"), "{body}");
+    // Nor take another tenant's route.
+    let (status, body) = server.deploy(TOKEN_A, "a", "x", "routes = [\"/b\"]", &wasm);
+    assert_eq!(status, 409, "{body}");
+    // b is untouched; a's own calls work.
+    assert_eq!(server.get("/b"), (200, "Hello, world!\n".to_owned()));
+    let (status, body) = server.admin("GET", "/v1/tenants/a/functions", Some(TOKEN_A));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"name\":\"hello\"") && !body.contains("\"tenant\":\"b\""),
+        "{body}"
+    );
+    assert_eq!(
+        server.admin("GET", "/v1/functions", Some(ADMIN_TOKEN)).0,
+        200
+    );
+}
+
+#[test]
+fn deploy_replace_and_remove_at_run_time() {
+    let dir = tempdir();
+    let server = Arc::new(Server::config(dir.path(), &tenants_config("")));
+    let fn_wasm = std::fs::read(http::FN).unwrap();
+    let v1 = "routes = [\"/env\"]\nenv = { V = \"one\" }";
+    let (status, body) = server.deploy(TOKEN_A, "a", "env", v1, &fn_wasm);
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains("\"kind\":\"wasi-http\""), "{body}");
+    assert_eq!(server.get("/env?name=V"), (200, "one".to_owned()));
+
+    // Replace while requests run: none fails, and the new version answers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(Barrier::new(3));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (server, stop, failures, start) = (
+                server.clone(),
+                stop.clone(),
+                failures.clone(),
+                start.clone(),
+            );
+            std::thread::spawn(move || {
+                start.wait();
+                let mut seen = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = server.get("/env?name=V");
+                    if status != 200 || !(body == "one" || body == "two") {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    start.wait();
+    let v2 = "routes = [\"/env\"]\nenv = { V = \"two\" }";
+    let (status, body) = server.deploy(ADMIN_TOKEN, "a", "env", v2, &fn_wasm);
+    assert_eq!(status, 200, "{body}");
+    wait_until(|| server.get("/env?name=V").1 == "two");
+    stop.store(true, Ordering::Relaxed);
+    let requests: usize = load.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(requests > 0);
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed during the replacement"
+    );
+
+    // Bad uploads are refused with the reason and change nothing.
+    let (status, body) = server.deploy(TOKEN_A, "a", "env", v1, b"not wasm at all");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.deploy(
+        TOKEN_A,
+        "a",
+        "env",
+        "routes = [\"/env\"]\nlimitz = {}",
+        &fn_wasm,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("limitz"), "{body}");
+    let (status, body) = server.deploy(TOKEN_A, "a", "env", v1, b"(component)");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("wasi:http proxy"), "{body}");
+    let (status, body) = server.deploy(TOKEN_A, "a", "bad.name", v1, &fn_wasm);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(server.get("/env?name=V"), (200, "two".to_owned()));
+
+    // Remove.
+    assert_eq!(
+        server
+            .admin("DELETE", "/v1/tenants/a/functions/env", Some(TOKEN_A))
+            .0,
+        204
+    );
+    assert_eq!(server.get("/env?name=V").0, 404);
+    assert_eq!(
+        server
+            .admin("DELETE", "/v1/tenants/a/functions/env", Some(TOKEN_A))
+            .0,
+        404
+    );
+    // The API describes itself.
+    let (status, doc) = server.admin("GET", "/openapi.json", None);
+    assert_eq!(status, 200);
+    assert!(doc.contains("\"/v1/tenants/{tenant}/functions/{name}\""));
+}
+
+#[test]
+fn sigterm_drains_accepted_requests() {
+    let server = Arc::new(Server::start(&[http::FN]));
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let server = server.clone();
+            std::thread::spawn(move || server.get("/sleep?ms=1500"))
+        })
+        .collect();
+    // Let all four arrive before the signal.
+    std::thread::sleep(Duration::from_millis(700));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for request in requests {
+        assert_eq!(request.join().unwrap().0, 200);
+    }
+    server.process.wait_for_line("wrun serve: stopped");
+    assert!(
+        TcpStream::connect(server.addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+}
+
+#[test]
+fn bad_configs_are_refused_with_the_reason() {
+    let dir = tempdir();
+    let cases = [
+        ("version = 1\n[tenants.t]\nlimitz = {}\n", "limitz"),
+        ("version = 7\n", "version `7`"),
+        (
+            "version = 1\n[tenants.t.functions.f]\nwasm = \"missing.wasm\"\nroutes = [\"/\"]\n",
+            "missing.wasm",
+        ),
+        (
+            "version = 1\n[tenants.t.functions.f]\nwasm = \"x.wasm\"\nroutes = [\"/a?b\"]\n",
+            "invalid route `/a?b`",
+        ),
+        (
+            "version = 1\n[tenants.t]\nlimits = { memory = \"lots\" }\n",
+            "`lots`",
+        ),
+    ];
+    for (text, needle) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let output = wrun().arg("serve").arg("--config").arg(&path).run();
+        assert_ne!(output.code, 0, "{text}");
+        output.assert_stderr_contains(needle);
+    }
+    // Two functions on one route.
+    let text = format!(
+        "version = 1\n[tenants.a.functions.f]\nwasm = {h}\nroutes = [\"/x\"]\n\
+         [tenants.b.functions.g]\nwasm = {h}\nroutes = [\"/x/\"]\n",
+        h = toml_path(http::HELLO)
+    );
+    std::fs::write(dir.path().join("dup.toml"), text).unwrap();
+    wrun()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.path().join("dup.toml"))
+        .run()
+        .assert_code(125)
+        .assert_stderr_contains("route `/x` of `b/g` is already taken by `a/f`");
+    // Neither a proxy nor a command.
+    std::fs::write(dir.path().join("empty.wat"), "(component)").unwrap();
+    wrun()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg(dir.path().join("empty.wat"))
+        .run()
+        .assert_code(126)
+        .assert_stderr_contains("a function must be a wasi:http proxy component");
+}
