@@ -245,9 +245,10 @@ impl Runtime {
         self.start_ticker();
         let cpu_budget = limits.cpu_time;
         let must_yield = limits.timeout.is_some();
-        let started = thread_cpu_time();
+        // Reading the thread's CPU clock is a system call: only with a budget.
+        let started = cpu_budget.map(|_| thread_cpu_time());
         store.epoch_deadline_callback(move |_| {
-            if let Some(budget) = cpu_budget
+            if let (Some(budget), Some(started)) = (cpu_budget, started)
                 && thread_cpu_time().saturating_sub(started) > budget
             {
                 return Err(wasmtime::Error::new(CpuTimeSpent));

@@ -781,3 +781,34 @@ fn bad_configs_are_refused_with_the_reason() {
         .assert_code(126)
         .assert_stderr_contains("a function must be a wasi:http proxy component");
 }
+
+#[test]
+fn the_example_config_serves() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/serve/serve.toml");
+    let server = Server::start_with(
+        wrun()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
+            .arg(config)
+            .env("WRUN_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("ACME_TOKEN", TOKEN_A),
+        true,
+    );
+    assert_eq!(server.get("/hello"), (200, "Hello, world!\n".to_owned()));
+    assert_eq!(
+        raw_get(server.addr, "acme.localhost", "/"),
+        (200, "Hello, world!\n".to_owned())
+    );
+    assert_eq!(
+        server.get("/cgi/hello"),
+        (200, "hello from cgi\n".to_owned())
+    );
+    let (status, list) = server.admin("GET", "/v1/tenants/acme/functions", Some(TOKEN_A));
+    assert_eq!(status, 200, "{list}");
+}
