@@ -254,6 +254,11 @@ fn engine_config(pooling: Option<Pooling>) -> Config {
     let mut config = Config::new();
     if let Some(pooling) = pooling {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(pooling)));
+        // Served functions are WASI 0.2 proxies and commands, which never
+        // run concurrently; without the bookkeeping for concurrent guests,
+        // every host call and every Store is cheaper (measured: see
+        // bench/RESULTS.md). WASI 0.3 apps cannot be served as a result.
+        config.concurrency_support(false);
     }
     // Epoch checks cost a few percent in loops and let timeouts and CPU
     // budgets interrupt a spinning guest; always on so that one artifact

@@ -132,7 +132,10 @@ pub(crate) fn component_linker(
 ) -> wasmtime::Result<wasmtime::component::Linker<ComponentHost>> {
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    // WASI 0.3 needs concurrent execution, which the serve engine leaves out.
+    if engine.get_concurrency_support() {
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    }
     if network == NetworkAccess::Virtual {
         // WASI 0.2 sockets go through wrun's virtual network. (WASI 0.3
         // sockets keep wasmtime-wasi's, which deny everything unless the

@@ -4,7 +4,7 @@
 //! request stays on one core from accept to response (measured: +25-35%
 //! over tokio's multi-thread scheduler, see notes/serve-performance.md).
 
-use super::metrics::{FunctionMetrics, Rejection};
+use super::metrics::Rejection;
 use super::{Deployed, Platform};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -137,7 +137,7 @@ async fn handle(
     let id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
     let table = platform.table.load_full();
     let host = request_host(request.uri(), request.headers());
-    let Some((deployed, prefix)) = table.route(host.as_deref(), request.uri().path()) else {
+    let Some((deployed, prefix)) = table.route(host, request.uri().path()) else {
         platform.unrouted.fetch_add(1, Ordering::Relaxed);
         return Ok(plain(
             StatusCode::NOT_FOUND,
@@ -145,9 +145,6 @@ async fn handle(
             "no function serves this path\n",
         ));
     };
-    let deployed = deployed.clone();
-    let prefix = prefix.to_owned();
-    drop(table);
     let span = tracing::info_span!(
         "request",
         id,
@@ -155,16 +152,16 @@ async fn handle(
         function = %deployed.name
     );
     let _entered = span.enter();
-    let response = match admit(&deployed, &request) {
+    let response = match admit(deployed, &request) {
         Ok(in_flight) => {
             drop(_entered);
-            let response = run(&deployed, request, in_flight, id, &prefix, peer, local).await;
+            let response = run(deployed, request, in_flight, id, prefix, peer, local).await;
             response.unwrap_or_else(|failure| {
                 tracing::debug!(status = %failure.status, "{}", failure.reason);
                 failure_response(&failure, id)
             })
         }
-        Err(why) => response_with_id(rejected(&deployed, why), id),
+        Err(why) => response_with_id(rejected(deployed, why), id),
     };
     deployed
         .metrics
@@ -174,7 +171,7 @@ async fn handle(
 
 /// Checks the request against the function's limits before anything runs:
 /// its body size, and the tenant's and the function's free slots.
-fn admit(deployed: &Deployed, request: &Request<Incoming>) -> Result<InFlight, Rejection> {
+fn admit(deployed: &Arc<Deployed>, request: &Request<Incoming>) -> Result<InFlight, Rejection> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -189,7 +186,7 @@ fn admit(deployed: &Deployed, request: &Request<Incoming>) -> Result<InFlight, R
     };
     deployed.metrics.started();
     Ok(InFlight {
-        metrics: deployed.metrics.clone(),
+        deployed: deployed.clone(),
         _permits: (tenant, function),
     })
 }
@@ -216,25 +213,30 @@ fn rejected(deployed: &Deployed, why: Rejection) -> Response<Body> {
 /// instance has finished (which, for a streamed response, is after the
 /// response head went out), or when the request ends before one started.
 struct InFlight {
-    metrics: Arc<FunctionMetrics>,
+    deployed: Arc<Deployed>,
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 impl InFlight {
-    fn finish(self, outcome: Outcome, id: u64, tenant: &str, function: &str) {
-        self.metrics.finished(&outcome);
+    fn finish(self, outcome: Outcome, id: u64) {
+        self.deployed.metrics.finished(&outcome);
         let reason = match &outcome {
             Outcome::Done => return,
             Outcome::Timeout => "the time limit was reached",
             Outcome::Trap(m) | Outcome::Memory(m) | Outcome::Failed(m) => m.as_str(),
         };
-        tracing::warn!(request = id, tenant, function, "request failed: {reason}");
+        tracing::warn!(
+            request = id,
+            tenant = self.deployed.tenant.name,
+            function = self.deployed.name,
+            "request failed: {reason}"
+        );
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.metrics.ended();
+        self.deployed.metrics.ended();
     }
 }
 
@@ -248,8 +250,7 @@ async fn run(
     local: SocketAddr,
 ) -> Result<Response<Body>, Failure> {
     let max_body = deployed.plan.limits.max_body;
-    let (tenant, name) = (deployed.tenant.name.clone(), deployed.name.clone());
-    let done = move |outcome: Outcome| in_flight.finish(outcome, id, &tenant, &name);
+    let done = move |outcome: Outcome| in_flight.finish(outcome, id);
     let mut response = match deployed.function.kind() {
         FunctionKind::Http => {
             let request = request.map(|body| CappedBody {
@@ -295,7 +296,7 @@ async fn run(
                 path_info: path_info.to_owned(),
                 query: parts.uri.query().unwrap_or_default().to_owned(),
                 server_name: request_host(&parts.uri, &parts.headers)
-                    .unwrap_or_else(|| local.ip().to_string()),
+                    .map_or_else(|| local.ip().to_string(), str::to_ascii_lowercase),
                 headers: parts.headers,
                 body,
                 remote_addr: peer.ip().to_string(),
@@ -304,20 +305,20 @@ async fn run(
             deployed.function.handle_cgi(cgi, done).await?
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-        response.headers_mut().insert("x-request-id", value);
-    }
+    response
+        .headers_mut()
+        .insert("x-request-id", HeaderValue::from(id));
     Ok(response)
 }
 
 /// The request's host without a port: from the URI (HTTP/2) or the Host
 /// header (HTTP/1.1).
-fn request_host(uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
+fn request_host<'a>(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
     let authority = match uri.host() {
         Some(host) => host,
         None => headers.get(header::HOST)?.to_str().ok()?,
     };
-    Some(strip_port(authority).to_ascii_lowercase())
+    Some(strip_port(authority))
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -358,9 +359,9 @@ fn plain(status: StatusCode, id: u64, text: &str) -> Response<Body> {
 }
 
 fn response_with_id(mut response: Response<Body>, id: u64) -> Response<Body> {
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-        response.headers_mut().insert("x-request-id", value);
-    }
+    response
+        .headers_mut()
+        .insert("x-request-id", HeaderValue::from(id));
     response
 }
 
