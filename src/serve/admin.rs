@@ -362,3 +362,117 @@ async fn deploy(
     };
     Ok((status, Json(describe(&deployed))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::collections::BTreeMap;
+    use tower::ServiceExt as _;
+
+    fn platform() -> Arc<Platform> {
+        let runtime = wrun_runtime::Runtime::new(wrun_runtime::RuntimeConfig::default()).unwrap();
+        let tenant = |name: &str, token: &str| {
+            let limits = config::ResolvedLimits::defaults();
+            (
+                name.to_owned(),
+                Arc::new(Tenant {
+                    name: name.to_owned(),
+                    token: Some(token.to_owned()),
+                    limits,
+                    allow_outbound: Vec::new(),
+                    slots: Arc::new(tokio::sync::Semaphore::new(1)),
+                }),
+            )
+        };
+        let tenants = BTreeMap::from([
+            tenant("a", "token-of-tenant-a"),
+            tenant("b", "token-of-tenant-b"),
+        ]);
+        Arc::new(Platform::new(
+            Arc::new(runtime),
+            tenants,
+            Some("the-admin-token".to_owned()),
+        ))
+    }
+
+    async fn call(method: &str, uri: &str, token: Option<&str>) -> StatusCode {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = router(platform())
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        response.status()
+    }
+
+    #[tokio::test]
+    async fn tokens_reach_only_what_they_own() {
+        assert_eq!(call("GET", "/healthz", None).await, StatusCode::OK);
+        assert_eq!(call("GET", "/openapi.json", None).await, StatusCode::OK);
+        assert_eq!(
+            call("GET", "/v1/functions", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call("GET", "/v1/functions", Some("token-of-tenant-a")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            call("GET", "/v1/functions", Some("the-admin-token")).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call("GET", "/metrics", Some("token-of-tenant-a")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            call("GET", "/v1/tenants/a/functions", Some("token-of-tenant-a")).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call("GET", "/v1/tenants/b/functions", Some("token-of-tenant-a")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            call(
+                "DELETE",
+                "/v1/tenants/b/functions/x",
+                Some("token-of-tenant-a")
+            )
+            .await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            call("GET", "/v1/tenants/c/functions", Some("the-admin-token")).await,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            call("GET", "/v1/tenants/a/functions", Some("token-of-tenant-")).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_route() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for path in [
+            "/healthz",
+            "/openapi.json",
+            "/metrics",
+            "/v1/functions",
+            "/v1/tenants/{tenant}/functions",
+            "/v1/tenants/{tenant}/functions/{name}",
+        ] {
+            assert!(paths.contains_key(path), "{path} is not documented");
+        }
+        let one = &paths["/v1/tenants/{tenant}/functions/{name}"];
+        for method in ["get", "put", "delete"] {
+            assert!(one.get(method).is_some(), "{method} is not documented");
+        }
+    }
+}
