@@ -12,9 +12,6 @@ mod serve;
 
 use commands::run::{RunCommand, ShorthandCommand};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// App-level virtualization for WebAssembly: run WASI apps isolated and
 /// rootless, with volumes, limits and a compile cache.
 #[derive(Parser)]

@@ -268,6 +268,22 @@ pub async fn from_config(
             }),
         );
     }
+    // A token shared by two parties would let one act as the other.
+    let mut tokens: Vec<(String, &str)> = Vec::new();
+    if let Some(admin) = &admin_token {
+        tokens.push(("the admin API".to_owned(), admin));
+    }
+    for tenant in tenants.values() {
+        if let Some(token) = &tenant.token {
+            if let Some((owner, _)) = tokens.iter().find(|(_, t)| *t == token.as_str()) {
+                bail!(
+                    "tenant `{}` has the same token as {owner}: every token must be different",
+                    tenant.name
+                );
+            }
+            tokens.push((format!("tenant `{}`", tenant.name), token));
+        }
+    }
     let platform = Platform::new(runtime, tenants, admin_token);
     let mut deployed = Vec::new();
     for (tenant_name, t) in &config.tenants {

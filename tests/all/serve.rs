@@ -751,11 +751,20 @@ fn bad_configs_are_refused_with_the_reason() {
             "version = 1\n[tenants.t]\nlimits = { memory = \"lots\" }\n",
             "`lots`",
         ),
+        (
+            "version = 1\n[tenants.a]\ntoken_env = \"TOKEN_A\"\n[tenants.b]\ntoken_env = \"TOKEN_A\"\n",
+            "tenant `b` has the same token as tenant `a`",
+        ),
     ];
     for (text, needle) in cases {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text).unwrap();
-        let output = wrun().arg("serve").arg("--config").arg(&path).run();
+        let output = wrun()
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("TOKEN_A", TOKEN_A)
+            .run();
         assert_ne!(output.code, 0, "{text}");
         output.assert_stderr_contains(needle);
     }
