@@ -29,10 +29,15 @@ fn bulk(addr: &str, mib: usize) -> std::io::Result<()> {
         }
         received += n;
     }
-    sender.join().map_err(|_| std::io::Error::other("sender panicked"))??;
+    sender
+        .join()
+        .map_err(|_| std::io::Error::other("sender panicked"))??;
     let secs = started.elapsed().as_secs_f64();
     if received != mib << 20 {
-        return Err(std::io::Error::other(format!("echoed {received} of {} bytes", mib << 20)));
+        return Err(std::io::Error::other(format!(
+            "echoed {received} of {} bytes",
+            mib << 20
+        )));
     }
     println!("{secs:.4}");
     Ok(())
@@ -68,7 +73,9 @@ fn main() {
     let result = match args.get(1).map(String::as_str) {
         Some("bulk") => bulk(&args[2], num(3)),
         Some("connrate") => connrate(&args[2], num(3)),
-        _ => Err(std::io::Error::other("usage: netbench bulk ADDR MIB | connrate ADDR N")),
+        _ => Err(std::io::Error::other(
+            "usage: netbench bulk ADDR MIB | connrate ADDR N",
+        )),
     };
     if let Err(e) = result {
         eprintln!("netbench: {e}");
