@@ -210,36 +210,36 @@ impl ResolvedLimits {
                 parse_size(body).with_context(|| format!("invalid max_body `{body}`"))?;
         }
         if let Some(c) = ceiling {
-            let over = |what: &str, value: String, max: String| {
-                anyhow::anyhow!("{what} `{value}` exceeds the tenant's limit of `{max}`")
-            };
-            if limits.memory > c.memory {
-                return Err(over(
+            let size = |bytes: u64| wrun_runtime::Size(bytes).to_string();
+            let time = |d: Duration| humantime::format_duration(d).to_string();
+            let checks = [
+                (
                     "memory",
-                    limits.memory.to_string(),
-                    c.memory.to_string(),
-                ));
-            }
-            if limits.timeout > c.timeout {
-                return Err(over(
+                    limits.memory > c.memory,
+                    size(limits.memory),
+                    size(c.memory),
+                ),
+                (
                     "timeout",
-                    humantime::format_duration(limits.timeout).to_string(),
-                    humantime::format_duration(c.timeout).to_string(),
-                ));
-            }
-            if limits.max_concurrency > c.max_concurrency {
-                return Err(over(
+                    limits.timeout > c.timeout,
+                    time(limits.timeout),
+                    time(c.timeout),
+                ),
+                (
                     "max_concurrency",
+                    limits.max_concurrency > c.max_concurrency,
                     limits.max_concurrency.to_string(),
                     c.max_concurrency.to_string(),
-                ));
-            }
-            if limits.max_body > c.max_body {
-                return Err(over(
+                ),
+                (
                     "max_body",
-                    limits.max_body.to_string(),
-                    c.max_body.to_string(),
-                ));
+                    limits.max_body > c.max_body,
+                    size(limits.max_body),
+                    size(c.max_body),
+                ),
+            ];
+            if let Some((what, _, value, max)) = checks.into_iter().find(|check| check.1) {
+                bail!("{what} `{value}` exceeds the tenant's limit of `{max}`");
             }
         }
         Ok(limits)

@@ -211,6 +211,19 @@ impl Platform {
         let _guard = self.changes.lock().await;
         let mut functions = self.table.load().functions.clone();
         let key = (deployed.tenant.name.clone(), deployed.name.clone());
+        // Named from the side of the function being deployed.
+        for route in &deployed.plan.routes {
+            let taken = functions
+                .iter()
+                .find(|(k, d)| **k != key && d.plan.routes.contains(route));
+            if let Some(((tenant, name), _)) = taken {
+                bail!(
+                    "route `{route}` of `{}/{}` is already taken by `{tenant}/{name}`",
+                    key.0,
+                    key.1
+                );
+            }
+        }
         let deployed = Arc::new(deployed);
         let replaced = functions.insert(key, deployed.clone()).is_some();
         self.table.store(Arc::new(Table::build(functions)?));

@@ -573,36 +573,39 @@ fn every_cross_tenant_admin_call_is_refused() {
             .0,
         401
     );
-    // Tenants may not grant themselves host directories or destinations.
-    let (status, body) = server.deploy(
-        TOKEN_A,
-        "a",
-        "x",
-        "routes = [\"/ax\"]\nvolumes = [\"/:/host\"]",
-        &wasm,
-    );
-    assert_eq!(status, 403, "{body}");
-    let (status, body) = server.deploy(
-        TOKEN_A,
-        "a",
-        "x",
-        "routes = [\"/ax\"]\nallow_outbound = [\"10.0.0.0/8\"]",
-        &wasm,
-    );
-    assert_eq!(status, 403, "{body}");
-    // Nor raise their limits.
-    let (status, body) = server.deploy(
-        TOKEN_A,
-        "a",
-        "x",
-        "routes = [\"/ax\"]\nlimits = { memory = \"4g\" }",
-        &wasm,
-    );
-    assert_eq!(status, 400, "{body}");
-    assert!(body.contains("exceeds the tenant's limit"), "{body}");
-    // Nor take another tenant's route.
-    let (status, body) = server.deploy(TOKEN_A, "a", "x", "routes = [\"/b\"]", &wasm);
-    assert_eq!(status, 409, "{body}");
+    // Tenants may not grant themselves host directories or destinations,
+    // raise their limits, or take another tenant's route.
+    for (config, refused, reason) in [
+        (
+            "volumes = [\"/:/host\"]",
+            403,
+            "only the admin token may grant volumes",
+        ),
+        (
+            "allow_outbound = [\"10.0.0.0/8\"]",
+            403,
+            "not in tenant `a`'s allow_outbound",
+        ),
+        (
+            "limits = { memory = \"4g\" }",
+            400,
+            "exceeds the tenant's limit of `128 MiB`",
+        ),
+        (
+            "routes = [\"/b\"]",
+            409,
+            "route `/b` of `a/x` is already taken by `b/hello`",
+        ),
+    ] {
+        let config = if config.starts_with("routes") {
+            config.to_owned()
+        } else {
+            format!("routes = [\"/ax\"]\n{config}")
+        };
+        let (status, body) = server.deploy(TOKEN_A, "a", "x", &config, &wasm);
+        assert_eq!(status, refused, "{config}: {body}");
+        assert!(body.contains(reason), "{config}: {body}");
+    }
     // b is untouched; a's own calls work.
     assert_eq!(server.get("/b"), (200, "Hello, world!\n".to_owned()));
     let (status, body) = server.admin("GET", "/v1/tenants/a/functions", Some(TOKEN_A));
