@@ -348,10 +348,13 @@ impl Function {
                 }
                 Err(_elapsed) => Outcome::Timeout,
             };
-            // The outcome goes out before the store (and with it the response
-            // sender) is dropped, so a request still waiting learns why.
-            let failure = outcome.failure();
-            let _ = outcome_tx.send(failure);
+            // A failure goes out before the store (and with it the response
+            // sender) is dropped, so a request still waiting learns why. A
+            // success sends nothing: the response went out already, or the
+            // guest returned without one, which the closed channel tells.
+            if !matches!(outcome, Outcome::Done) {
+                let _ = outcome_tx.send(outcome.failure());
+            }
             done(outcome);
         });
         match response_rx.await {
@@ -360,9 +363,7 @@ impl Function {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 reason: format!("the function answered with an error: {code:?}"),
             }),
-            Err(_) => Err(outcome_rx
-                .await
-                .unwrap_or_else(|_| internal("the function's task ended"))),
+            Err(_) => Err(outcome_rx.await.unwrap_or_else(|_| Outcome::Done.failure())),
         }
     }
 
@@ -375,12 +376,11 @@ impl Function {
     ) -> Result<Response<Body>, Failure> {
         let function = self.clone();
         let task = tokio::spawn(async move {
-            let outcome = function.run_cgi(request).await;
-            let result = match &outcome {
-                Ok(response) => Ok(response.clone()),
-                Err(outcome) => Err(outcome.failure()),
+            let (result, outcome) = match function.run_cgi(request).await {
+                Ok(response) => (Ok(response), Outcome::Done),
+                Err(outcome) => (Err(outcome.failure()), outcome),
             };
-            done(outcome.err().unwrap_or(Outcome::Done));
+            done(outcome);
             result
         });
         let (status, headers, body) = task
