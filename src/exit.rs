@@ -46,6 +46,7 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
                 RunError::LimitExceeded { .. } => LIMIT,
                 RunError::Spec(_)
                 | RunError::Runtime(_)
+                | RunError::Busy { .. }
                 | RunError::NeedsComponent { .. }
                 | RunError::Net(_) => WRUN_ERROR,
             };

@@ -39,6 +39,9 @@ pub enum RunError {
          apply to it; build it as a component (e.g. for wasm32-wasip2) to use the network"
     )]
     NeedsComponent { app: String, what: String },
+    /// Every slot of the instance pool is in use (`wrun serve`).
+    #[error("app `{app}` could not start: {reason}")]
+    Busy { app: String, reason: String },
     #[error(transparent)]
     Net(#[from] wrun_host_api::net::NetError),
     #[error(transparent)]
@@ -364,6 +367,12 @@ pub(crate) fn classify(
         return Ok(exit.0);
     }
     let app_name = app.name.clone();
+    if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return Err(RunError::Busy {
+            app: app_name,
+            reason: full.to_string(),
+        });
+    }
     if error.downcast_ref::<CpuTimeSpent>().is_some() {
         let limit = LimitExceeded::CpuTime(limits.cpu_time.unwrap_or(Duration::ZERO));
         return Err(RunError::LimitExceeded {

@@ -84,6 +84,8 @@ pub enum Outcome {
     /// It broke the protocol: no response, a malformed CGI header, a
     /// non-zero exit.
     Failed(String),
+    /// No instance could be made: every slot of the pool is in use.
+    Busy(String),
 }
 
 /// A request the function could not answer, as the HTTP status to send and
@@ -107,6 +109,7 @@ impl Outcome {
             ),
             Outcome::Trap(m) | Outcome::Memory(m) => (StatusCode::INTERNAL_SERVER_ERROR, m.clone()),
             Outcome::Failed(m) => (StatusCode::BAD_GATEWAY, m.clone()),
+            Outcome::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
         };
         Failure { status, reason }
     }
@@ -118,6 +121,7 @@ impl Outcome {
                 ..
             } => Outcome::Timeout,
             e @ RunError::LimitExceeded { .. } => Outcome::Memory(e.to_string()),
+            e @ RunError::Busy { .. } => Outcome::Busy(e.to_string()),
             e => Outcome::Trap(e.to_string()),
         }
     }

@@ -15,7 +15,8 @@ const BUCKETS: [f64; 12] = [
 /// Why a request was turned away before a function ran.
 #[derive(Debug, Clone, Copy)]
 pub enum Rejection {
-    /// The tenant or the function was at its concurrency limit (503).
+    /// The tenant or the function was at its concurrency limit, or the
+    /// instance pool was full (503).
     Concurrency,
     /// The body was larger than allowed (413).
     BodySize,
@@ -56,6 +57,7 @@ impl FunctionMetrics {
             Outcome::Timeout => &self.timeouts,
             Outcome::Memory(_) => &self.memory_limits,
             Outcome::Failed(_) => &self.failures,
+            Outcome::Busy(_) => &self.rejected_concurrency,
         };
         counter.fetch_add(1, Relaxed);
     }

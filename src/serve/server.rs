@@ -223,7 +223,9 @@ impl InFlight {
         let reason = match &outcome {
             Outcome::Done => return,
             Outcome::Timeout => "the time limit was reached",
-            Outcome::Trap(m) | Outcome::Memory(m) | Outcome::Failed(m) => m.as_str(),
+            Outcome::Trap(m) | Outcome::Memory(m) | Outcome::Failed(m) | Outcome::Busy(m) => {
+                m.as_str()
+            }
         };
         tracing::warn!(
             request = id,
@@ -349,9 +351,18 @@ fn failure_response(failure: &Failure, id: u64) -> Response<Body> {
         StatusCode::GATEWAY_TIMEOUT => "the function did not answer in time".to_owned(),
         StatusCode::BAD_REQUEST => failure.reason.clone(),
         StatusCode::BAD_GATEWAY => "the function's response was invalid".to_owned(),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            "the server is at its instance limit; retry shortly".to_owned()
+        }
         _ => "the function failed".to_owned(),
     };
-    plain(failure.status, id, &format!("{text} (request {id})\n"))
+    let mut response = plain(failure.status, id, &format!("{text} (request {id})\n"));
+    if failure.status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 fn plain(status: StatusCode, id: u64, text: &str) -> Response<Body> {

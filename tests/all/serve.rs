@@ -824,3 +824,39 @@ fn the_example_config_serves() {
     let (status, list) = server.admin("GET", "/v1/tenants/acme/functions", Some(TOKEN_A));
     assert_eq!(status, 200, "{list}");
 }
+
+#[test]
+fn a_full_instance_pool_answers_503() {
+    let dir = tempdir();
+    let config = format!(
+        "version = 1\n[tenants.t.functions.f]\nwasm = {}\nroutes = [\"/\"]\n",
+        toml_path(http::FN)
+    );
+    let path = dir.path().join("serve.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Arc::new(Server::start_with(
+        wrun()
+            .args(["serve", "--max-instances", "1", "--listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env("WRUN_ADMIN_TOKEN", ADMIN_TOKEN),
+        true,
+    ));
+    let slow = {
+        let server = server.clone();
+        std::thread::spawn(move || server.get("/sleep?ms=1500"))
+    };
+    wait_until(|| {
+        metric(
+            &server,
+            "wrun_instances_in_flight{tenant=\"t\",function=\"f\"}",
+        ) == 1
+    });
+    // The request is admitted (no limit of its own is reached), but no
+    // instance can be made while the only pool slot is taken.
+    let response = server.agent.get(server.url("/hello")).call().unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(slow.join().unwrap().0, 200);
+    assert_eq!(server.get("/hello").0, 200);
+}
