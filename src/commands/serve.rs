@@ -63,7 +63,7 @@ pub struct ServeCommand {
     threads: Option<usize>,
 
     /// Instances alive at once across all functions (the instance pool).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     max_instances: u32,
 
     /// How long SIGTERM waits for running requests before stopping them.
