@@ -246,6 +246,25 @@ async fn remove(
     }
 }
 
+/// Most of an upload that is refused before it was read, so that a client
+/// still sending it gets the answer rather than a broken pipe. Past
+/// [`DRAIN_LIMIT`] the connection is closed instead: a refused client does
+/// not get to make the server read hundreds of MiB.
+async fn drain(mut upload: Multipart) {
+    let mut read = 0;
+    while let Ok(Some(mut field)) = upload.next_field().await {
+        while let Ok(Some(chunk)) = field.chunk().await {
+            read += chunk.len();
+            if read > DRAIN_LIMIT {
+                return;
+            }
+        }
+    }
+}
+
+/// How much of a refused upload is read before answering.
+const DRAIN_LIMIT: usize = 8 << 20;
+
 /// Deploys or replaces a function from a multipart upload with two parts:
 /// `config` (the function's TOML table, without `wasm`) and `wasm` (the app).
 /// Nothing changes unless the app compiles, links and its config is valid.
@@ -255,8 +274,15 @@ async fn deploy(
     headers: HeaderMap,
     mut upload: Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (caller, tenant) = authorize(&platform, &headers, &tenant_name)?;
+    let (caller, tenant) = match authorize(&platform, &headers, &tenant_name) {
+        Ok(authorized) => authorized,
+        Err(refused) => {
+            drain(upload).await;
+            return Err(refused);
+        }
+    };
     if !config::is_valid_name(&name) {
+        drain(upload).await;
         return Err(error(
             StatusCode::BAD_REQUEST,
             format!("invalid function name `{name}`: {}", config::NAME_RULE),
