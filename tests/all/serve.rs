@@ -355,14 +355,19 @@ fn a_tenant_at_its_concurrency_limit_gets_503() {
         toml_path(http::FN)
     );
     let server = Arc::new(Server::config(dir.path(), &config));
+    assert_busy_while_one_request_runs(&server);
+}
+
+/// While one slow request of `t/f` runs, the next gets 503 with
+/// Retry-After; once it is done, requests succeed again.
+fn assert_busy_while_one_request_runs(server: &Arc<Server>) {
     let slow = {
         let server = server.clone();
         std::thread::spawn(move || server.get("/sleep?ms=1500"))
     };
-    // Wait until the slow request holds the only slot.
     wait_until(|| {
         metric(
-            &server,
+            server,
             "wrun_instances_in_flight{tenant=\"t\",function=\"f\"}",
         ) == 1
     });
@@ -842,21 +847,7 @@ fn a_full_instance_pool_answers_503() {
             .env("WRUN_ADMIN_TOKEN", ADMIN_TOKEN),
         true,
     ));
-    let slow = {
-        let server = server.clone();
-        std::thread::spawn(move || server.get("/sleep?ms=1500"))
-    };
-    wait_until(|| {
-        metric(
-            &server,
-            "wrun_instances_in_flight{tenant=\"t\",function=\"f\"}",
-        ) == 1
-    });
-    // The request is admitted (no limit of its own is reached), but no
-    // instance can be made while the only pool slot is taken.
-    let response = server.agent.get(server.url("/hello")).call().unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
-    assert_eq!(slow.join().unwrap().0, 200);
-    assert_eq!(server.get("/hello").0, 200);
+    // The second request is admitted (no limit of its own is reached), but
+    // no instance can be made while the only pool slot is taken.
+    assert_busy_while_one_request_runs(&server);
 }
