@@ -65,22 +65,24 @@ impl Server {
     fn config(dir: &Path, toml: &str) -> Server {
         let path = dir.join("serve.toml");
         std::fs::write(&path, toml).unwrap();
-        Server::start_with(
-            wrun()
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--admin-listen",
-                    "127.0.0.1:0",
-                ])
-                .arg("--config")
-                .arg(&path)
-                .env("WRUN_ADMIN_TOKEN", ADMIN_TOKEN)
-                .env("TOKEN_A", TOKEN_A)
-                .env("TOKEN_B", TOKEN_B),
-            true,
-        )
+        Server::config_file(&path, &[])
+    }
+
+    /// `wrun serve --config PATH EXTRA...` with the admin API on a free
+    /// port, and the test tokens in the environment (`TOKEN_A` also as
+    /// `ACME_TOKEN`, for the example config).
+    fn config_file(path: &Path, extra: &[&str]) -> Server {
+        let wrun = wrun()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--config")
+            .arg(path)
+            .env("WRUN_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("TOKEN_A", TOKEN_A)
+            .env("TOKEN_B", TOKEN_B)
+            .env("ACME_TOKEN", TOKEN_A);
+        Server::start_with(wrun, true)
     }
 
     fn url(&self, path: &str) -> String {
@@ -802,21 +804,7 @@ fn bad_configs_are_refused_with_the_reason() {
 #[test]
 fn the_example_config_serves() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/serve/serve.toml");
-    let server = Server::start_with(
-        wrun()
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--config")
-            .arg(config)
-            .env("WRUN_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("ACME_TOKEN", TOKEN_A),
-        true,
-    );
+    let server = Server::config_file(&config, &[]);
     assert_eq!(server.get("/hello"), (200, "Hello, world!\n".to_owned()));
     assert_eq!(
         raw_get(server.addr, "acme.localhost", "/"),
@@ -839,14 +827,7 @@ fn a_full_instance_pool_answers_503() {
     );
     let path = dir.path().join("serve.toml");
     std::fs::write(&path, config).unwrap();
-    let server = Arc::new(Server::start_with(
-        wrun()
-            .args(["serve", "--max-instances", "1", "--listen", "127.0.0.1:0"])
-            .args(["--admin-listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .env("WRUN_ADMIN_TOKEN", ADMIN_TOKEN),
-        true,
-    ));
+    let server = Arc::new(Server::config_file(&path, &["--max-instances", "1"]));
     // The second request is admitted (no limit of its own is reached), but
     // no instance can be made while the only pool slot is taken.
     assert_busy_while_one_request_runs(&server);
