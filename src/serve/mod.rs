@@ -66,17 +66,29 @@ pub struct Table {
 }
 
 impl Table {
-    fn build(functions: BTreeMap<(String, String), Arc<Deployed>>) -> anyhow::Result<Table> {
+    /// Builds the routing table; two functions on one route are an error,
+    /// named from the side of `newcomer` (the function being deployed) when
+    /// it is one of them.
+    fn build(
+        functions: BTreeMap<(String, String), Arc<Deployed>>,
+        newcomer: Option<&(String, String)>,
+    ) -> anyhow::Result<Table> {
+        let is_newcomer =
+            |d: &Deployed| newcomer.is_some_and(|(t, n)| *t == d.tenant.name && *n == d.name);
         let mut routes: Vec<RouteEntry> = Vec::new();
         for deployed in functions.values() {
             for route in &deployed.plan.routes {
                 if let Some(other) = routes.iter().find(|e| e.route == *route) {
+                    let (mine, theirs) = match is_newcomer(&other.target) {
+                        true => (&other.target, deployed),
+                        false => (deployed, &other.target),
+                    };
                     bail!(
                         "route `{route}` of `{}/{}` is already taken by `{}/{}`",
-                        deployed.tenant.name,
-                        deployed.name,
-                        other.target.tenant.name,
-                        other.target.name
+                        mine.tenant.name,
+                        mine.name,
+                        theirs.tenant.name,
+                        theirs.name
                     );
                 }
                 routes.push(RouteEntry {
@@ -211,22 +223,10 @@ impl Platform {
         let _guard = self.changes.lock().await;
         let mut functions = self.table.load().functions.clone();
         let key = (deployed.tenant.name.clone(), deployed.name.clone());
-        // Named from the side of the function being deployed.
-        for route in &deployed.plan.routes {
-            let taken = functions
-                .iter()
-                .find(|(k, d)| **k != key && d.plan.routes.contains(route));
-            if let Some(((tenant, name), _)) = taken {
-                bail!(
-                    "route `{route}` of `{}/{}` is already taken by `{tenant}/{name}`",
-                    key.0,
-                    key.1
-                );
-            }
-        }
         let deployed = Arc::new(deployed);
-        let replaced = functions.insert(key, deployed.clone()).is_some();
-        self.table.store(Arc::new(Table::build(functions)?));
+        let replaced = functions.insert(key.clone(), deployed.clone()).is_some();
+        self.table
+            .store(Arc::new(Table::build(functions, Some(&key))?));
         Ok((replaced, deployed))
     }
 
@@ -238,7 +238,7 @@ impl Platform {
             .remove(&(tenant.to_owned(), name.to_owned()))
             .is_some();
         if removed {
-            self.table.store(Arc::new(Table::build(functions)?));
+            self.table.store(Arc::new(Table::build(functions, None)?));
         }
         Ok(removed)
     }
@@ -250,7 +250,7 @@ impl Platform {
         for d in deployed {
             functions.insert((d.tenant.name.clone(), d.name.clone()), Arc::new(d));
         }
-        self.table.store(Arc::new(Table::build(functions)?));
+        self.table.store(Arc::new(Table::build(functions, None)?));
         Ok(())
     }
 }
