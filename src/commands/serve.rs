@@ -126,21 +126,13 @@ impl ServeCommand {
             }
             None => (self.single_app_config()?, std::env::current_dir()?),
         };
-        let listen = match (self.listen, &config.server.listen) {
-            (Some(addr), _) => addr,
-            (None, Some(text)) => text
-                .parse()
-                .with_context(|| format!("invalid `server.listen` address `{text}`"))?,
-            (None, None) => DEFAULT_LISTEN.parse()?,
-        };
-        let admin_listen = match (self.admin_listen, &config.server.admin_listen) {
-            (Some(addr), _) => Some(addr),
-            (None, Some(text)) => Some(
-                text.parse()
-                    .with_context(|| format!("invalid `server.admin_listen` address `{text}`"))?,
-            ),
-            (None, None) => None,
-        };
+        let listen = address(self.listen, &config.server.listen, "listen")?
+            .unwrap_or(DEFAULT_LISTEN.parse()?);
+        let admin_listen = address(
+            self.admin_listen,
+            &config.server.admin_listen,
+            "admin_listen",
+        )?;
         let admin_token = match (&self.admin_token_file, std::env::var("WRUN_ADMIN_TOKEN")) {
             (Some(file), _) => config::read_token(Some(file), None, Path::new(""))?,
             (None, Ok(_)) => config::read_token(None, Some("WRUN_ADMIN_TOKEN"), &base)?,
@@ -287,6 +279,22 @@ impl ServeCommand {
             server: Default::default(),
             tenants: BTreeMap::from([("default".to_owned(), tenant)]),
         })
+    }
+}
+
+/// An address from its flag, else from the config's `server.FIELD`.
+fn address(
+    flag: Option<SocketAddr>,
+    config: &Option<String>,
+    field: &str,
+) -> anyhow::Result<Option<SocketAddr>> {
+    match (flag, config) {
+        (Some(addr), _) => Ok(Some(addr)),
+        (None, Some(text)) => text
+            .parse()
+            .map(Some)
+            .with_context(|| format!("invalid `server.{field}` address `{text}`")),
+        (None, None) => Ok(None),
     }
 }
 
