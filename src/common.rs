@@ -76,6 +76,11 @@ pub struct RunOptions {
     #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]GUEST[/PROTO]", value_parser = parse_publish)]
     pub publish: Vec<Vec<PortMapping>>,
 
+    /// Publish every port the image exposes on a port the host picks (printed
+    /// at start), as Docker's -P. Images only.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+
     /// Join a virtual network made with `wrun network create`: the app gets an
     /// address on it, and members reach each other by --name or address,
     /// also across separate wrun processes. `--network host` instead gives
@@ -162,12 +167,22 @@ impl RunOptions {
     /// The guest's world: `argv` (argv[0] first), the environment from
     /// --env-file then -e (later entries win), volumes, workdir and stdin.
     pub fn wasi_spec(&self, argv: Vec<String>) -> anyhow::Result<WasiSpec> {
+        self.wasi_spec_over(argv, Vec::new())
+    }
+
+    /// As [`RunOptions::wasi_spec`], over an image's environment, which
+    /// --env-file and -e override by name.
+    pub fn wasi_spec_over(
+        &self,
+        argv: Vec<String>,
+        image_env: Vec<(String, String)>,
+    ) -> anyhow::Result<WasiSpec> {
         let lookup = |name: &str| match std::env::var(name) {
             Ok(value) => Ok(Some(value)),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(()),
         };
-        let mut env: Vec<(String, String)> = Vec::new();
+        let mut env: Vec<(String, String)> = image_env;
         for file in &self.env_files {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("failed to read env file `{}`", file.display()))?;
@@ -221,6 +236,12 @@ pub fn wrun_home() -> Option<PathBuf> {
         Some(home) if !home.is_empty() => Some(PathBuf::from(home)),
         _ => dirs::data_dir().map(|d| d.join("wrun")),
     }
+}
+
+/// The local image store, `$WRUN_HOME/images`.
+pub fn image_store() -> anyhow::Result<wrun_runtime::image::ImageStore> {
+    let home = wrun_home().context("no home directory and no WRUN_HOME: cannot find images")?;
+    Ok(wrun_runtime::image::ImageStore::open(&home)?)
 }
 
 /// The runtime every command uses: one engine configuration, so that the

@@ -3,6 +3,7 @@
 //! The guest's own exit code is passed through unchanged (WASI allows 0-125).
 //! The others follow Docker's and wasmtime's conventions.
 
+use wrun_runtime::image::ImageError;
 use wrun_runtime::{LoadError, RunError};
 
 /// wrun itself failed: a usage or configuration error (Docker's 125).
@@ -22,8 +23,9 @@ pub const LIMIT: i32 = 137;
 pub const TABLE: &str = "Exit codes:\n  \
     0-125  the app's own exit code, passed through\n  \
     125    wrun failed: bad flags, bad configuration, or an internal error\n  \
-    126    the app could not start: unreadable or invalid wasm, unknown imports, no entry point\n  \
-    127    the app file was not found\n  \
+    126    the app could not start: unreadable or invalid wasm, unknown imports, no entry point,\n  \
+           a corrupted or unrunnable image\n  \
+    127    the app file or image was not found\n  \
     134    the app trapped (the trap and a short backtrace are printed)\n  \
     137    the app exceeded a limit (--memory, --timeout, --cpu-time)";
 
@@ -35,6 +37,17 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
                 LoadError::Read { .. }
                 | LoadError::Invalid { .. }
                 | LoadError::PrecompiledNotAllowed { .. } => CANNOT_RUN,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ImageError>() {
+            return match e {
+                ImageError::NotFound { .. } => NOT_FOUND,
+                ImageError::Corrupted { .. }
+                | ImageError::MissingBlob { .. }
+                | ImageError::InvalidDocument { .. }
+                | ImageError::NotRunnable { .. }
+                | ImageError::Unpack(_) => CANNOT_RUN,
+                _ => WRUN_ERROR,
             };
         }
         if let Some(e) = cause.downcast_ref::<RunError>() {

@@ -22,7 +22,7 @@ use commands::run::{RunCommand, ShorthandCommand};
     after_help = "Shorthand: `wrun APP [OPTIONS] [-- ARGS...]` is `wrun run [OPTIONS] APP [ARGS...]`;\n\
                   options may come before or after APP there, guest arguments after `--`.\n\n\
                   Logging: set WRUN_LOG (e.g. `WRUN_LOG=debug`); default `warn`.\n\
-                  State: $WRUN_HOME (default ~/.local/share/wrun) holds the compile cache and networks;\n\
+                  State: $WRUN_HOME (default ~/.local/share/wrun) holds images, the compile cache and networks;\n\
                   sockets of running apps live under $XDG_RUNTIME_DIR/wrun."
 )]
 struct Wrun {
@@ -36,6 +36,19 @@ enum Command {
     Compile(commands::compile::CompileCommand),
     Network(commands::network::NetworkCommand),
     Serve(Box<commands::serve::ServeCommand>),
+    Build(commands::build::BuildCommand),
+    /// List images (as `wrun image ls`).
+    Images(commands::image::ImagesCommand),
+    Image(commands::image::ImageCommand),
+    Tag(commands::image::TagCommand),
+    /// Remove images (as `wrun image rm`).
+    Rmi(commands::image::RmiCommand),
+    Save(commands::image::SaveCommand),
+    Load(commands::image::LoadCommand),
+    Pull(commands::registry::PullCommand),
+    Push(commands::registry::PushCommand),
+    Login(commands::registry::LoginCommand),
+    Logout(commands::registry::LogoutCommand),
 }
 
 fn main() {
@@ -54,6 +67,17 @@ fn main() {
         Command::Compile(compile) => compile.execute(),
         Command::Network(network) => network.execute(),
         Command::Serve(serve) => serve.execute(),
+        Command::Build(c) => c.execute(),
+        Command::Images(c) => c.execute(),
+        Command::Image(c) => c.execute(),
+        Command::Tag(c) => c.execute(),
+        Command::Rmi(c) => c.execute(),
+        Command::Save(c) => c.execute(),
+        Command::Load(c) => c.execute(),
+        Command::Pull(c) => c.execute(),
+        Command::Push(c) => c.execute(),
+        Command::Login(c) => c.execute(),
+        Command::Logout(c) => c.execute(),
     };
     let code = match result {
         Ok(code) => code,

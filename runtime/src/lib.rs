@@ -12,6 +12,7 @@
 
 mod cache;
 mod digests;
+pub mod image;
 mod limits;
 mod link;
 mod load;
@@ -156,6 +157,29 @@ impl Runtime {
             }
             None => Ok(Lookup::Source(source)),
         }
+    }
+
+    /// Finds an image's app in the AOT cache (a wasm layer by its digest,
+    /// without reading it), or reads its bytes, verified, for compiling.
+    pub fn lookup_image(
+        &self,
+        image: &image::Image,
+        store: &image::ImageStore,
+        rootfs: Option<&Path>,
+    ) -> Result<Lookup, image::ImageError> {
+        let name = image.argv0();
+        if let image::ImageApp::Layer(layer) = &image.app
+            && let Some(app) = self.load_cached_digest(&name, layer.digest.hex())
+        {
+            return Ok(Lookup::Cached(app));
+        }
+        let source = AppSource::from_bytes(name, image.app_bytes(store, rootfs)?);
+        Ok(
+            match self.load_cached_digest(source.name(), source.digest()) {
+                Some(app) => Lookup::Cached(app),
+                None => Lookup::Source(source),
+            },
+        )
     }
 
     fn remember_digest(&self, source: &AppSource) {

@@ -1,5 +1,8 @@
+pub mod build;
 pub mod compile;
+pub mod image;
 pub mod network;
+pub mod registry;
 pub mod run;
 pub mod serve;
 

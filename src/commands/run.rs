@@ -1,14 +1,24 @@
 //! `wrun run`: run a WASI app isolated, with volumes, environment and limits.
 
-use crate::common::{RunOptions, guest_argv, runtime};
-use anyhow::Context as _;
+use crate::common::{RunOptions, guest_argv, image_store, runtime};
+use anyhow::{Context as _, bail};
 use std::ffi::OsString;
-use std::path::PathBuf;
-use wrun_host_api::net::Namespace;
+use std::path::{Path, PathBuf};
+use wrun_host_api::net::{Namespace, PortMapping};
+use wrun_host_api::{Access, Volume, WasiSpec};
+use wrun_runtime::image::{Image, ImageRef, ImageStore, UnpackLimits};
+use wrun_runtime::{App, Lookup, Runtime, SourceKind};
 
-/// Run a WASI app (core module, component or .wat) in an isolated instance.
+/// Run a WASI app (core module, component or .wat) or an image in an
+/// isolated instance.
 ///
-/// APP's kind is told from its bytes, never its name. The app sees only what
+/// APP is a file if one exists there (or it looks like a path: `./x`, `/x`,
+/// `x.wasm`), else an image: NAME[:TAG], NAME@DIGEST or an image ID. An
+/// image's run defaults apply under the flags: ARGS replace its arguments,
+/// -e overrides its variables by name, -v and -w win; its files are
+/// read-only at `/`, and each volume point it declares that no -v covers is
+/// an empty directory for the run. An app's kind is told from its bytes,
+/// never its name. The app sees only what
 /// the options grant: no host directory, environment variable or stdin unless
 /// given. ARGS are passed to the app; its argv[0] is APP's base name.
 #[derive(clap::Args)]
@@ -17,7 +27,7 @@ pub struct RunCommand {
     #[command(flatten)]
     pub options: RunOptions,
 
-    /// The app: a .wasm module or component, or a .wat text file.
+    /// The app: a .wasm module or component, a .wat text file, or an image.
     #[arg(value_name = "APP")]
     pub app: PathBuf,
 
@@ -65,14 +75,126 @@ impl RunCommand {
     /// Runs the app; returns the process exit code (the guest's own, when it
     /// ran to an exit).
     pub fn execute(self) -> anyhow::Result<i32> {
+        match Target::of(&self.app)? {
+            Target::File => self.run_file(),
+            Target::Image(store, image) => self.run_image(&store, &image),
+        }
+    }
+
+    fn run_file(self) -> anyhow::Result<i32> {
+        if self.options.publish_all {
+            bail!(
+                "-P publishes the ports an image exposes; `{}` is a file",
+                self.app.display()
+            );
+        }
         let argv = guest_argv(&self.app, &self.args)?;
-        let mut spec = self.options.wasi_spec(argv)?;
+        let spec = self.options.wasi_spec(argv)?;
+        let runtime = runtime()?;
+        let app_path = self.app.clone();
+        self.run(
+            spec,
+            Vec::new(),
+            |runtime| {
+                super::load_app(runtime, &app_path, self.options.allow_precompiled)
+                    .map_err(anyhow::Error::from)
+            },
+            &runtime,
+        )
+    }
+
+    /// Runs an image: its defaults first, the flags over them (arguments
+    /// replace the image's, `-e` overrides by name, `-v` and `-w` win).
+    fn run_image(self, store: &ImageStore, image: &Image) -> anyhow::Result<i32> {
+        let defaults = &image.defaults;
+        let mut argv = vec![image.argv0()];
+        argv.extend(image.fixed_args.iter().cloned());
+        if self.args.is_empty() {
+            argv.extend(defaults.args.iter().cloned());
+        } else {
+            argv.extend(guest_argv(&self.app, &self.args)?.into_iter().skip(1));
+        }
+        let mut image_env = Vec::new();
+        for entry in &defaults.env {
+            match entry.split_once('=') {
+                Some((key, value)) if !key.is_empty() => {
+                    image_env.push((key.to_owned(), value.to_owned()))
+                }
+                _ => tracing::warn!("image `{}`: ignoring env entry `{entry}`", image.name),
+            }
+        }
+        let mut spec = self.options.wasi_spec_over(argv, image_env)?;
+        if spec.workdir.is_none() {
+            spec.workdir = defaults.workdir.clone();
+        }
+        let rootfs = image.rootfs(store, &UnpackLimits::default())?;
+        if let Some(rootfs) = &rootfs
+            && !spec.volumes.iter().any(|v| v.guest == "/")
+        {
+            spec.volumes.push(Volume {
+                host: rootfs.clone(),
+                guest: "/".to_owned(),
+                access: Access::ReadOnly,
+            });
+        }
+        // Each volume point no -v covers gets an empty directory for this
+        // run, as Docker's anonymous volumes with --rm.
+        let mut scratch = Vec::new();
+        for point in &defaults.volumes {
+            if spec.volumes.iter().any(|v| v.guest == *point) {
+                continue;
+            }
+            let dir = anonymous_volume(store)?;
+            spec.volumes.push(Volume {
+                host: dir.path().to_owned(),
+                guest: point.clone(),
+                access: Access::ReadWrite,
+            });
+            scratch.push(dir);
+        }
+        let mut publish = Vec::new();
+        if self.options.publish_all {
+            for port in &defaults.exposed_ports {
+                publish.extend(
+                    PortMapping::parse(port)
+                        .map_err(|e| anyhow::anyhow!("image `{}`: {e}", image.name))?,
+                );
+            }
+        }
+        let runtime = runtime()?;
+        let allow_precompiled = self.options.allow_precompiled;
+        let _ = allow_precompiled;
+        let code = self.run(spec, publish, |runtime| {
+            let source = match runtime.lookup_image(image, store, rootfs.as_deref())? {
+                Lookup::Cached(app) => return Ok(app),
+                Lookup::Source(source) => source,
+            };
+            if source.kind() == SourceKind::Precompiled {
+                // Machine code from someone else: never, whatever the flags.
+                bail!(
+                    "image `{}` carries a precompiled artifact, not wasm; images must carry wasm",
+                    image.name
+                );
+            }
+            Ok(super::with_spinner(&source, || runtime.compile(&source))?)
+        }, &runtime);
+        drop(scratch);
+        code
+    }
+
+    fn run(
+        &self,
+        mut spec: WasiSpec,
+        extra_publish: Vec<PortMapping>,
+        load: impl FnOnce(&Runtime) -> anyhow::Result<App>,
+        runtime: &Runtime,
+    ) -> anyhow::Result<i32> {
         // Bad volumes or workdirs are reported before a long compilation.
         spec.validate()?;
-        let (network, net_spec) = self.options.net_spec()?;
+        let (network, mut net_spec) = self.options.net_spec()?;
+        net_spec.publish.extend(extra_publish);
         spec.network = network;
         let limits = self.options.limits();
-        let runtime = runtime()?;
         // One thread: the guest never migrates, so CPU-time accounting is
         // exact, and a single-app process needs no more.
         let tokio = tokio::runtime::Builder::new_current_thread()
@@ -83,7 +205,7 @@ impl RunCommand {
             // Published ports are bound first: a taken port is reported at
             // once, and clients that connect during compilation just wait.
             let net = Namespace::start(&net_spec).await?;
-            let mut app = super::load_app(&runtime, &self.app, self.options.allow_precompiled)?;
+            let mut app = load(runtime)?;
             if let Some(name) = &self.options.name {
                 app = app.renamed(name.clone());
             }
@@ -99,4 +221,46 @@ impl RunCommand {
             Ok(runtime.run(&app, &spec, net, &limits).await?)
         })
     }
+}
+
+/// What APP names.
+enum Target {
+    File,
+    Image(ImageStore, Box<Image>),
+}
+
+impl Target {
+    /// A file if one exists at APP or APP looks like a path (`./x`, `/x`,
+    /// `x.wasm`); otherwise an image in the local store.
+    fn of(app: &Path) -> anyhow::Result<Target> {
+        if app.symlink_metadata().is_ok() {
+            return Ok(Target::File);
+        }
+        let Some(text) = app.to_str() else {
+            return Ok(Target::File);
+        };
+        let looks_like_path = text.starts_with(['.', '/'])
+            || [".wasm", ".wat", ".cwasm"]
+                .iter()
+                .any(|ext| text.ends_with(ext))
+            || ImageRef::parse(text).is_err();
+        if looks_like_path {
+            return Ok(Target::File);
+        }
+        let store = image_store()?;
+        let entry = store.find(text)?;
+        let image = Image::load(&store, &entry)?;
+        Ok(Target::Image(store, Box::new(image)))
+    }
+}
+
+/// An empty directory under `$WRUN_HOME/volumes`, removed when dropped.
+fn anonymous_volume(store: &ImageStore) -> anyhow::Result<tempfile::TempDir> {
+    let parent = store.home().join("volumes");
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("failed to create `{}`", parent.display()))?;
+    tempfile::Builder::new()
+        .prefix("anonymous-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("failed to create a volume in `{}`", parent.display()))
 }
