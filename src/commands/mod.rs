@@ -27,8 +27,13 @@ pub fn load_app(runtime: &Runtime, path: &Path, allow_precompiled: bool) -> Resu
         }
         return runtime.load_precompiled(&source);
     }
+    compile(runtime, &source)
+}
+
+/// Compiles an app (storing it in the cache), with a spinner on a terminal.
+pub fn compile(runtime: &Runtime, source: &AppSource) -> Result<App, LoadError> {
     let started = std::time::Instant::now();
-    let app = with_spinner(&source, || runtime.compile(&source))?;
+    let app = with_spinner(source, || runtime.compile(source))?;
     tracing::info!(app = source.name(), elapsed = ?started.elapsed(), "compiled");
     Ok(app)
 }

@@ -15,9 +15,10 @@ use wrun_runtime::{App, Lookup, Runtime, SourceKind};
 /// APP is a file if one exists there (or it looks like a path: `./x`, `/x`,
 /// `x.wasm`), else an image: NAME[:TAG], NAME@DIGEST or an image ID. An
 /// image's run defaults apply under the flags: ARGS replace its arguments,
-/// -e overrides its variables by name, -v and -w win; its files are
-/// read-only at `/`, and each volume point it declares that no -v covers is
-/// an empty directory for the run. An app's kind is told from its bytes,
+/// -e overrides its variables by name, -v and -w win; the directories its
+/// layers hold are read-only at their paths (`/static`, `/app`), and each
+/// volume point it declares that no -v covers is an empty directory for the
+/// run. An app's kind is told from its bytes,
 /// never its name. The app sees only what
 /// the options grant: no host directory, environment variable or stdin unless
 /// given. ARGS are passed to the app; its argv[0] is APP's base name.
@@ -128,14 +129,25 @@ impl RunCommand {
             spec.workdir = defaults.workdir.clone();
         }
         let rootfs = image.rootfs(store, &UnpackLimits::default())?;
-        if let Some(rootfs) = &rootfs
-            && !spec.volumes.iter().any(|v| v.guest == "/")
-        {
-            spec.volumes.push(Volume {
-                host: rootfs.clone(),
-                guest: "/".to_owned(),
-                access: Access::ReadOnly,
-            });
+        if let Some(rootfs) = &rootfs {
+            // Each top-level directory is its own read-only volume rather
+            // than the whole tree at `/`: wasi-libc gives a volume at `/` and
+            // the working directory (preopened as `.`) the same empty prefix,
+            // so absolute paths would resolve in the working directory.
+            for top in top_level_dirs(rootfs)? {
+                let guest = format!("/{top}");
+                if !spec
+                    .volumes
+                    .iter()
+                    .any(|v| v.guest == guest || v.guest == "/")
+                {
+                    spec.volumes.push(Volume {
+                        host: rootfs.join(&top),
+                        guest,
+                        access: Access::ReadOnly,
+                    });
+                }
+            }
         }
         // Each volume point no -v covers gets an empty directory for this
         // run, as Docker's anonymous volumes with --rm.
@@ -176,7 +188,7 @@ impl RunCommand {
                     image.name
                 );
             }
-            Ok(super::with_spinner(&source, || runtime.compile(&source))?)
+            Ok(super::compile(runtime, &source)?)
         }, &runtime);
         drop(scratch);
         code
@@ -252,6 +264,23 @@ impl Target {
         let image = Image::load(&store, &entry)?;
         Ok(Target::Image(store, Box::new(image)))
     }
+}
+
+/// The names of the directories at the top of an unpacked image (a
+/// symlink is not followed: its target is reachable where it lies).
+fn top_level_dirs(rootfs: &Path) -> anyhow::Result<Vec<String>> {
+    let read = || format!("failed to read `{}`", rootfs.display());
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(rootfs).with_context(read)? {
+        let entry = entry.with_context(read)?;
+        if entry.file_type().with_context(read)?.is_dir()
+            && let Some(name) = entry.file_name().to_str()
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// An empty directory under `$WRUN_HOME/volumes`, removed when dropped.

@@ -12,8 +12,8 @@
 //!   `docker buildx --platform wasi/wasm` and runwasi make them.
 //!
 //! Tar layers are unpacked once per image into `$WRUN_HOME/rootfs/<digest>`
-//! (through [`unpack`], which refuses hostile entries) and shown to the app
-//! read-only at `/`.
+//! (through [`unpack`], which refuses hostile entries); `wrun run` shows
+//! the app each top-level directory of it read-only at its path.
 
 mod archive;
 mod build;
