@@ -101,6 +101,16 @@ pub struct RunOptions {
     /// are machine code: only run artifacts you compiled yourself.
     #[arg(long)]
     pub allow_precompiled: bool,
+
+    /// When to pull an image APP from its registry: `missing` (when it is
+    /// not in the local store), `always`, or `never`.
+    #[arg(long, value_name = "WHEN", default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pub pull: String,
+
+    /// Pull over plain HTTP; only for a registry on this machine (localhost,
+    /// 127.0.0.0/8, ::1).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl RunOptions {

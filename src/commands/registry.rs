@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 use wrun_runtime::image::{
-    AuthFile, Credentials, ImageRef, Progress, ProgressFn, Registry, RegistryOptions, check_login,
+    AuthFile, Credentials, ImageRef, ImageStore, Progress, ProgressFn, PullReport, Registry,
+    RegistryOptions, check_login,
 };
 
 /// How to reach a registry.
@@ -50,14 +51,7 @@ impl PullCommand {
     pub fn execute(self) -> anyhow::Result<i32> {
         let reference = ImageRef::parse(&self.image)?;
         let store = image_store()?;
-        let options = self.registry.options(reference.registry())?;
-        let registry = Registry::new(reference.registry(), &options)?;
-        let bars = Bars::new("pulling");
-        let progress = bars.callback();
-        let report = tokio_runtime()?
-            .block_on(registry.pull(&store, &reference, &progress))
-            .with_context(|| format!("failed to pull `{reference}`"))?;
-        bars.finish();
+        let report = pull(&store, &reference, &self.registry)?;
         println!("Digest: {}", report.digest);
         if report.transferred == 0 {
             println!("Status: Image is up to date for {}", report.name);
@@ -67,6 +61,23 @@ impl PullCommand {
         println!("{}", report.name);
         Ok(0)
     }
+}
+
+/// Pulls `reference` into `store`, with progress bars on a terminal.
+pub fn pull(
+    store: &ImageStore,
+    reference: &ImageRef,
+    flags: &RegistryFlags,
+) -> anyhow::Result<PullReport> {
+    let options = flags.options(reference.registry())?;
+    let registry = Registry::new(reference.registry(), &options)?;
+    let bars = Bars::new("pulling");
+    let progress = bars.callback();
+    let report = tokio_runtime()?
+        .block_on(registry.pull(store, reference, &progress))
+        .with_context(|| format!("failed to pull `{reference}`"))?;
+    bars.finish();
+    Ok(report)
 }
 
 /// Push an image to the registry its name says (e.g.

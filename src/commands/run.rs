@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use wrun_host_api::net::{Namespace, PortMapping};
 use wrun_host_api::{Access, Volume, WasiSpec};
-use wrun_runtime::image::{Image, ImageRef, ImageStore, UnpackLimits};
+use wrun_runtime::image::{Image, ImageError, ImageRef, ImageStore, UnpackLimits};
 use wrun_runtime::{App, Lookup, Runtime, SourceKind};
 
 /// Run a WASI app (core module, component or .wat) or an image in an
@@ -76,7 +76,7 @@ impl RunCommand {
     /// Runs the app; returns the process exit code (the guest's own, when it
     /// ran to an exit).
     pub fn execute(self) -> anyhow::Result<i32> {
-        match Target::of(&self.app)? {
+        match Target::of(&self.app, &self.options)? {
             Target::File => self.run_file(),
             Target::Image(store, image) => self.run_image(&store, &image),
         }
@@ -243,8 +243,9 @@ enum Target {
 
 impl Target {
     /// A file if one exists at APP or APP looks like a path (`./x`, `/x`,
-    /// `x.wasm`); otherwise an image in the local store.
-    fn of(app: &Path) -> anyhow::Result<Target> {
+    /// `x.wasm`); otherwise an image, from the local store or pulled as
+    /// --pull says.
+    fn of(app: &Path, options: &RunOptions) -> anyhow::Result<Target> {
         if app.symlink_metadata().is_ok() {
             return Ok(Target::File);
         }
@@ -254,13 +255,44 @@ impl Target {
         let looks_like_path = text.starts_with(['.', '/'])
             || [".wasm", ".wat", ".cwasm"]
                 .iter()
-                .any(|ext| text.ends_with(ext))
-            || ImageRef::parse(text).is_err();
+                .any(|ext| text.ends_with(ext));
+        let Ok(reference) = ImageRef::parse(text).map_err(|e| tracing::debug!("{e}")) else {
+            return Ok(Target::File);
+        };
         if looks_like_path {
             return Ok(Target::File);
         }
         let store = image_store()?;
-        let entry = store.find(text)?;
+        let local = match options.pull.as_str() {
+            "always" => None,
+            _ => match store.find(text) {
+                Ok(entry) => Some(entry),
+                Err(ImageError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let entry = match local {
+            Some(entry) => entry,
+            None if options.pull == "never" => {
+                return Err(ImageError::NotFound {
+                    reference: text.to_owned(),
+                }
+                .into());
+            }
+            None => {
+                if options.pull == "missing" {
+                    eprintln!("wrun: no image `{text}` in the local store; pulling it");
+                }
+                let flags = super::registry::RegistryFlags {
+                    insecure: options.insecure,
+                };
+                let report =
+                    super::registry::pull(&store, &reference, &flags).with_context(|| {
+                        format!("`{text}` is neither a file nor an image that could be pulled")
+                    })?;
+                store.find(&report.name)?
+            }
+        };
         let image = Image::load(&store, &entry)?;
         Ok(Target::Image(store, Box::new(image)))
     }

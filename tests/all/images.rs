@@ -187,7 +187,7 @@ fn build_list_inspect_and_run() {
     let rmi = home.run(&["rmi", "again:2"]);
     rmi.assert_stdout_contains(&format!("Deleted: {digest}"));
     assert!(!home.blob(&digest).exists());
-    home.run(&["run", "again:2"])
+    home.run(&["run", "--pull", "never", "again:2"])
         .assert_code(127)
         .assert_stderr_contains("image `again:2` not found locally");
     home.run(&["rmi", "again:2"]).assert_code(127);
@@ -473,6 +473,14 @@ fn push_pull_and_skopeo_interop() {
     b.run(&["pull", "--insecure", &remote])
         .assert_success()
         .assert_stdout_contains("Image is up to date");
+    // `wrun run` pulls an image it does not have (Docker's --pull missing).
+    let d = Home::new();
+    d.run(&["run", "--insecure", &remote])
+        .assert_success()
+        .assert_stdout_contains("Hello")
+        .assert_stderr_contains("pulling it");
+    d.run(&["run", "--pull", "always", "--insecure", &remote])
+        .assert_success();
     // Pushing again skips every blob, and a digest reference pulls too.
     a.run(&["push", "--insecure", &remote]).assert_success();
     let by_digest = format!("{host}/team/hello@{digest}");
@@ -612,7 +620,9 @@ fn interrupted_pulls_leave_no_image_and_concurrent_pulls_are_safe() {
     let fresh = Home::new();
     fresh.run(&["pull", "--insecure", &remote]).assert_code(125);
     assert!(fresh.names().is_empty());
-    fresh.run(&["run", &remote]).assert_code(127);
+    fresh
+        .run(&["run", "--pull", "never", &remote])
+        .assert_code(127);
     let prune = fresh.run(&["image", "prune"]);
     prune
         .assert_success()
