@@ -189,7 +189,7 @@ impl InspectCommand {
                 .filter_map(|e| e.name)
                 .collect();
             all.push(serde_json::json!({
-                "Id": image.digest.to_string(),
+                "Id": image.descriptor.digest.to_string(),
                 "RepoTags": names,
                 "Kind": match image.kind {
                     ImageKind::WasmArtifact => "wasm-artifact",

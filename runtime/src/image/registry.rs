@@ -344,24 +344,9 @@ impl Registry {
             });
         }
         // The manifest goes exactly as stored, so its digest is unchanged.
-        let manifest_descriptor = Descriptor {
-            media_type: manifest
-                .media_type
-                .clone()
-                .unwrap_or_else(|| spec::MANIFEST.to_owned()),
-            ..Descriptor::of_digest(image.digest.clone(), 0)
-        };
-        let size = std::fs::metadata(store.blob_path(&image.digest))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let bytes = store.read(
-            &Descriptor {
-                size,
-                ..manifest_descriptor.clone()
-            },
-            MAX_DOCUMENT,
-        )?;
-        let content_type = manifest_descriptor
+        let bytes = store.read(&image.descriptor, MAX_DOCUMENT)?;
+        let content_type = image
+            .descriptor
             .media_type
             .parse()
             .map_err(|_| self.error("the manifest's media type is not a valid header"))?;
@@ -370,7 +355,7 @@ impl Registry {
             .await
             .map_err(|e| self.failed(format_args!("failed to push the manifest"), &e))?;
         Ok(PushReport {
-            digest: image.digest,
+            digest: image.descriptor.digest,
             size: bytes.len() as u64,
             transferred,
             skipped,
@@ -459,7 +444,6 @@ fn is_local(host: &str) -> bool {
     };
     let name = name.trim_start_matches('[').trim_end_matches(']');
     name == "localhost"
-        || name.ends_with(".localhost")
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
@@ -660,7 +644,12 @@ mod tests {
         ] {
             assert!(is_local(host), "{host}");
         }
-        for host in ["example.com", "10.0.0.1:5000", "localhost.example.com:5000"] {
+        for host in [
+            "example.com",
+            "10.0.0.1:5000",
+            "localhost.example.com:5000",
+            "x.localhost",
+        ] {
             assert!(!is_local(host), "{host}");
         }
         let err = Registry::new(

@@ -3,9 +3,7 @@
 
 use super::ImageError;
 use super::defaults::RunDefaults;
-use super::spec::{
-    self, ComponentInfo, Descriptor, Digest, Document, ImageConfig, Manifest, WasmConfig,
-};
+use super::spec::{self, ComponentInfo, Descriptor, Document, ImageConfig, Manifest, WasmConfig};
 use super::store::{ImageEntry, ImageStore, MAX_DOCUMENT, verify_error};
 use super::unpack::{self, Budget, Compression};
 use std::path::{Path, PathBuf};
@@ -33,8 +31,9 @@ pub enum AppSource {
 pub struct Image {
     /// The name it was found by, else its ID.
     pub name: String,
-    /// The manifest's digest (of the platform's manifest, for an index).
-    pub digest: Digest,
+    /// The manifest's descriptor: its media type, digest and size (the
+    /// platform's manifest, for an index).
+    pub descriptor: Descriptor,
     pub manifest: Manifest,
     pub kind: ImageKind,
     pub architecture: String,
@@ -128,7 +127,7 @@ impl Image {
             };
             Image {
                 name,
-                digest: descriptor.digest.clone(),
+                descriptor: descriptor.clone(),
                 kind: ImageKind::WasmArtifact,
                 architecture: wasm.architecture,
                 os: wasm.os,
@@ -165,7 +164,7 @@ impl Image {
             };
             Image {
                 name,
-                digest: descriptor.digest.clone(),
+                descriptor: descriptor.clone(),
                 kind: ImageKind::DockerWasm,
                 architecture: image_config.architecture,
                 os: image_config.os,
@@ -208,7 +207,7 @@ impl Image {
             return Ok(None);
         }
         let parent = store.home().join("rootfs");
-        let target = parent.join(self.digest.hex());
+        let target = parent.join(self.descriptor.digest.hex());
         if target.is_dir() {
             return Ok(Some(target));
         }
