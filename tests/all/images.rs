@@ -965,3 +965,48 @@ fn bad_build_input_is_named() {
     home.run(&["tag", "missing:1", "x:1"]).assert_code(127);
     assert!(home.names().is_empty());
 }
+
+#[test]
+fn bearer_token_login_push_pull() {
+    let registry = Registry::start_with_token_auth("bob", "t0ken pass");
+    let remote = format!("{}/tokens/hello:1", registry.host());
+    let home = Home::new();
+    home.build(&remote, P2.hello);
+    home.run(&["push", "--insecure", &remote]).assert_code(125);
+    let login = |password: &str| {
+        home.wrun()
+            .args([
+                "login",
+                "--insecure",
+                "-u",
+                "bob",
+                "--password-stdin",
+                registry.host(),
+            ])
+            .stdin(format!("{password}\n").as_bytes())
+            .run()
+    };
+    login("nope")
+        .assert_code(125)
+        .assert_stderr_contains("incorrect username or password");
+    let before = registry.tokens_issued();
+    login("t0ken pass").assert_success();
+    home.run(&["push", "--insecure", &remote]).assert_success();
+    let other = Home::new();
+    std::fs::copy(
+        home.path().join("auth.json"),
+        other.path().join("auth.json"),
+    )
+    .unwrap();
+    other.run(&["pull", "--insecure", &remote]).assert_success();
+    other
+        .run(&["run", &remote])
+        .assert_success()
+        .assert_stdout_contains("Hello");
+    // The registry accepted only tokens from its token server.
+    assert!(
+        registry.tokens_issued() > before + 1,
+        "{}",
+        registry.tokens_issued()
+    );
+}

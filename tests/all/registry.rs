@@ -1,6 +1,7 @@
 //! Test support: a real OCI registry (Debian's `docker-registry`, the CNCF
 //! distribution server) started on `127.0.0.1:<ephemeral port>` for one test
-//! and stopped when dropped; plus a `skopeo` command finder.
+//! and stopped when dropped, anonymous or with basic or bearer-token auth
+//! (then with its own token server); plus a `skopeo` command finder.
 //!
 //! Needs `sudo apt-get install -y docker-registry skopeo`. A missing binary is
 //! a test failure (a panic saying how to install it), never a silent skip.
@@ -9,13 +10,20 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 /// How long `start*` may take in total (spawn, port line, `/v2/` answering).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -28,6 +36,15 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json, */*";
+/// `auth.token` settings: the token server puts these into every JWT and the
+/// registry accepts no other `aud`/`iss`.
+const TOKEN_SERVICE: &str = "test-registry";
+const TOKEN_ISSUER: &str = "wrun-test";
+/// Token lifetime in seconds (`exp - iat`, and `expires_in`).
+const TOKEN_TTL: u64 = 300;
+/// A token-server client gets this long per request before it is dropped
+/// (requests are served one at a time).
+const TOKEN_IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Log = Arc<Mutex<VecDeque<String>>>;
 
@@ -40,6 +57,8 @@ pub struct Registry {
     drains: Vec<JoinHandle<()>>,
     agent: ureq::Agent,
     storage: PathBuf,
+    /// Set for `start_with_token_auth`; stopped when dropped (after the child).
+    token: Option<TokenServer>,
     /// Last field: removed after `Drop::drop` has killed the child.
     _dir: tempfile::TempDir,
 }
@@ -47,13 +66,31 @@ pub struct Registry {
 impl Registry {
     /// Anonymous registry.
     pub fn start() -> Registry {
-        Self::start_inner(None)
+        Self::start_inner(Auth::Anonymous)
     }
 
     /// Registry that requires HTTP basic auth for user/password (htpasswd
     /// with a bcrypt hash).
     pub fn start_with_basic_auth(user: &str, password: &str) -> Registry {
-        Self::start_inner(Some((user, password)))
+        Self::start_inner(Auth::Basic(user, password))
+    }
+
+    /// A registry that requires bearer tokens (the Docker token flow), issued
+    /// by a token server this function also starts on 127.0.0.1:0, which
+    /// hands a token to a client presenting HTTP basic credentials
+    /// `user`/`password` for the scope it asks for (any scope, even none).
+    /// The registry's challenge is
+    /// `Bearer realm="http://127.0.0.1:PORT/token",service="test-registry"`.
+    pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
+        Self::start_inner(Auth::Token(user, password))
+    }
+
+    /// How many tokens the token server issued (to prove the bearer flow was
+    /// used); 0 for a registry without token auth.
+    pub fn tokens_issued(&self) -> usize {
+        self.token
+            .as_ref()
+            .map_or(0, |t| t.issued.load(Ordering::SeqCst))
     }
 
     /// "127.0.0.1:PORT", the host part of image references, e.g.
@@ -66,15 +103,28 @@ impl Registry {
     /// (status, body). Non-2xx statuses are returned, not panicked on;
     /// redirects are not followed. `Accept` lists the OCI and Docker v2
     /// manifest/index types plus `*/*`, so a manifest comes back as stored.
+    /// On a token-auth registry the credentials go to the token server, as a
+    /// client would send them (anonymous GET, token for the challenged scope,
+    /// GET with the token); a refused token request is what is returned.
     /// Panics (with the registry log) only when no HTTP answer comes at all.
     pub fn get(&self, path: &str, basic: Option<(&str, &str)>) -> (u16, Vec<u8>) {
-        assert!(
-            path.starts_with('/'),
-            "Registry::get: path must start with '/', got {path:?}"
-        );
-        let url = format!("http://{}{}", self.host, path);
-        match http_get(&self.agent, &url, basic) {
-            Ok(answer) => answer,
+        let url = self.url(path);
+        let answer = match (&self.token, basic) {
+            (Some(_), Some(creds)) => self.get_with_token(&url, creds),
+            _ => http_get(&self.agent, &url, basic.map(basic_auth).as_deref()),
+        };
+        match answer {
+            Ok(answer) => (answer.status, answer.body),
+            Err(e) => self.fail(&format!("GET {url} failed: {e}")),
+        }
+    }
+
+    /// Anonymous GET of `path`: (status, `WWW-Authenticate` header), to
+    /// check what an auth registry asks clients for.
+    pub fn challenge(&self, path: &str) -> (u16, Option<String>) {
+        let url = self.url(path);
+        match http_get(&self.agent, &url, None) {
+            Ok(answer) => (answer.status, answer.challenge),
             Err(e) => self.fail(&format!("GET {url} failed: {e}")),
         }
     }
@@ -125,20 +175,69 @@ impl Registry {
         render_log(&self.log)
     }
 
-    fn start_inner(auth: Option<(&str, &str)>) -> Registry {
+    fn url(&self, path: &str) -> String {
+        assert!(
+            path.starts_with('/'),
+            "Registry: path must start with '/', got {path:?}"
+        );
+        format!("http://{}{}", self.host, path)
+    }
+
+    /// The bearer flow of a client, against this registry's token server.
+    fn get_with_token(&self, url: &str, (user, password): (&str, &str)) -> Result<Answer, String> {
+        let first = http_get(&self.agent, url, None)?;
+        let Some(params) = first
+            .challenge
+            .as_deref()
+            .and_then(|c| c.strip_prefix("Bearer "))
+        else {
+            return Ok(first);
+        };
+        let realm = challenge_param(params, "realm")
+            .ok_or_else(|| format!("no realm in the challenge {params:?}"))?;
+        let service = challenge_param(params, "service").unwrap_or_default();
+        let mut token_url = format!("{realm}?service={}", percent_encode(service));
+        // Several scopes are space-separated in one challenge parameter.
+        for scope in challenge_param(params, "scope")
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|s| !s.is_empty())
+        {
+            token_url.push_str(&format!("&scope={}", percent_encode(scope)));
+        }
+        let answer = http_get(&self.agent, &token_url, Some(&basic_auth((user, password))))?;
+        if answer.status != 200 {
+            return Ok(answer);
+        }
+        let token = json_str_field(&answer.body, "token").ok_or_else(|| {
+            format!(
+                "no \"token\" in the token server's answer: {}",
+                String::from_utf8_lossy(&answer.body)
+            )
+        })?;
+        http_get(&self.agent, url, Some(&format!("Bearer {token}")))
+    }
+
+    fn start_inner(auth: Auth<'_>) -> Registry {
         let bin = find_program("docker-registry", "sudo apt-get install -y docker-registry");
         let dir = tempfile::Builder::new()
             .prefix("wrun-registry-")
             .tempdir()
             .expect("creating a temp dir for the test registry");
         let storage = dir.path().join("storage");
+        // Created before the token server, which logs into it too.
+        let log: Log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES)));
 
-        let mut auth_yaml = String::new();
-        if let Some((user, password)) = auth {
+        if let Auth::Basic(user, _) | Auth::Token(user, _) = auth {
+            // Basic credentials are "user:password", split at the first ':'.
             assert!(
                 !user.is_empty() && !user.contains([':', '\n', '\r']),
-                "htpasswd user name must be non-empty without ':' or newlines: {user:?}"
+                "auth user name must be non-empty without ':' or newlines: {user:?}"
             );
+        }
+        let mut token = None;
+        let mut auth_yaml = String::new();
+        if let Auth::Basic(user, password) = auth {
             // bcrypt::hash gives "$2b$04$…"; distribution (Go's x/crypto/bcrypt)
             // accepts $2a$, $2b$ and $2y$ alike.
             let hash =
@@ -151,6 +250,22 @@ impl Registry {
                 yaml_str("wrun-test-registry"),
                 yaml_str(&htpasswd.to_string_lossy()),
             );
+        }
+        if let Auth::Token(user, password) = auth {
+            let (server, cert_der) = TokenServer::start(user, password, Arc::clone(&log));
+            // distribution trusts token signers whose certificate chains up
+            // to this bundle; the signer's self-signed cert is its own root.
+            let bundle = dir.path().join("token-signer.pem");
+            std::fs::write(&bundle, pem_certificate(&cert_der))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", bundle.display()));
+            auth_yaml = format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                yaml_str(&format!("http://{}/token", server.addr)),
+                yaml_str(TOKEN_SERVICE),
+                yaml_str(TOKEN_ISSUER),
+                yaml_str(&bundle.to_string_lossy()),
+            );
+            token = Some(server);
         }
 
         let config = format!(
@@ -187,7 +302,6 @@ impl Registry {
             )
         });
 
-        let log: Log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES)));
         let (port_tx, port_rx) = mpsc::channel();
         let mut drains = Vec::new();
         if let Some(stderr) = child.stderr.take() {
@@ -208,12 +322,13 @@ impl Registry {
             drains,
             agent: agent(Duration::from_secs(60)),
             storage,
+            token,
             _dir: dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         let port = reg.wait_for_port(&port_rx, deadline);
         reg.host = format!("127.0.0.1:{port}");
-        reg.wait_until_up(auth.is_some(), deadline);
+        reg.wait_until_up(!matches!(auth, Auth::Anonymous), deadline);
         reg
     }
 
@@ -252,14 +367,18 @@ impl Registry {
     fn wait_until_up(&mut self, auth: bool, deadline: Instant) {
         let url = format!("http://{}/v2/", self.host);
         let poll = agent(Duration::from_secs(2));
-        // 401 is how the basic-auth registry answers an anonymous /v2/.
+        // 401 is how an auth registry answers an anonymous /v2/.
         let up = |status: u16| status == 200 || (auth && status == 401);
         let mut last: String;
         loop {
             match http_get(&poll, &url, None) {
-                Ok((status, _)) if up(status) => return,
-                Ok((status, body)) => {
-                    last = format!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+                Ok(answer) if up(answer.status) => return,
+                Ok(answer) => {
+                    last = format!(
+                        "HTTP {}: {}",
+                        answer.status,
+                        String::from_utf8_lossy(&answer.body)
+                    );
                 }
                 Err(e) => last = e,
             }
@@ -363,25 +482,72 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
-fn http_get(
-    agent: &ureq::Agent,
-    url: &str,
-    basic: Option<(&str, &str)>,
-) -> Result<(u16, Vec<u8>), String> {
+/// Which `auth:` section the registry gets.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Anonymous,
+    Basic(&'a str, &'a str),
+    Token(&'a str, &'a str),
+}
+
+/// An HTTP answer; `challenge` is the `WWW-Authenticate` header.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    challenge: Option<String>,
+}
+
+/// `Authorization` value for basic credentials.
+fn basic_auth((user, password): (&str, &str)) -> String {
+    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+}
+
+fn http_get(agent: &ureq::Agent, url: &str, authorization: Option<&str>) -> Result<Answer, String> {
     let mut request = agent.get(url).header("Accept", ACCEPT);
-    if let Some((user, password)) = basic {
-        let token = base64(format!("{user}:{password}").as_bytes());
-        request = request.header("Authorization", format!("Basic {token}"));
+    if let Some(authorization) = authorization {
+        request = request.header("Authorization", authorization);
     }
     let response = request.call().map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("WWW-Authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = response
         .into_body()
         .with_config()
         .limit(1 << 30)
         .read_to_vec()
         .map_err(|e| format!("reading the body of HTTP {status}: {e}"))?;
-    Ok((status, body))
+    Ok(Answer {
+        status,
+        body,
+        challenge,
+    })
+}
+
+/// The value of `name="value"` in a challenge's parameter list. Values are
+/// quoted and may contain ',' (scopes), but distribution never puts '"' in.
+fn challenge_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    let mut rest = params;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let (value, tail) = after.split_once('"')?;
+        if key.trim_start_matches([',', ' ']) == name {
+            return Some(value);
+        }
+        rest = tail;
+    }
+    None
+}
+
+/// A string field of the token server's JSON (JWTs need no unescaping).
+fn json_str_field(body: &[u8], name: &str) -> Option<String> {
+    let body = std::str::from_utf8(body).ok()?;
+    let key = format!("\"{name}\":\"");
+    let start = body.find(&key)? + key.len();
+    let len = body[start..].find('"')?;
+    Some(body[start..start + len].to_string())
 }
 
 /// Reads `from` line by line into `log` (keeping the last LOG_LINES) until
@@ -400,13 +566,17 @@ fn drain(from: impl Read + Send + 'static, log: Log, port_tx: mpsc::Sender<u16>)
             if let Some(port) = listening_port(&line) {
                 let _ = port_tx.send(port);
             }
-            let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if log.len() == LOG_LINES {
-                log.pop_front();
-            }
-            log.push_back(line);
+            push_log(&log, line);
         }
     })
+}
+
+fn push_log(log: &Log, line: String) {
+    let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if log.len() == LOG_LINES {
+        log.pop_front();
+    }
+    log.push_back(line);
 }
 
 /// The port in distribution's start line, e.g.
@@ -468,6 +638,344 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
+/// The token server of a token-auth registry: one thread answering
+/// `GET /token` on 127.0.0.1, stopped on drop.
+struct TokenServer {
+    addr: SocketAddr,
+    issued: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TokenServer {
+    /// Starts the server with a fresh P-256 key; returns it and the DER of
+    /// the key's self-signed certificate (for the registry's root bundle).
+    fn start(user: &str, password: &str, log: Log) -> (TokenServer, Vec<u8>) {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("generating the token signing key (P-256)");
+        // FIXED: JWS wants ES256 signatures as raw r||s, not ASN.1.
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("loading the token signing key");
+        let cert_key = rcgen::KeyPair::try_from(pkcs8.as_ref())
+            .expect("loading the token signing key into rcgen");
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "wrun-test token signer");
+        let cert = params
+            .self_signed(&cert_key)
+            .expect("self-signing the token signer certificate");
+        let cert_der = cert.der().to_vec();
+        // x5c: distribution verifies this chain against its root bundle,
+        // then checks the signature with the leaf's key. (A `kid` holding the
+        // libtrust fingerprint of the key was accepted too; x5c needs no
+        // fingerprint code.)
+        let header = format!(
+            r#"{{"typ":"JWT","alg":"ES256","x5c":["{}"]}}"#,
+            STANDARD.encode(&cert_der)
+        );
+
+        let listener =
+            TcpListener::bind("127.0.0.1:0").expect("binding the token server to 127.0.0.1:0");
+        let addr = listener
+            .local_addr()
+            .expect("local address of the token server");
+        let issued = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let issuer = Issuer {
+            key,
+            rng,
+            header: URL_SAFE_NO_PAD.encode(header),
+            user: user.to_string(),
+            password: password.to_string(),
+            issued: Arc::clone(&issued),
+            log,
+        };
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if let Ok(mut conn) = conn {
+                        issuer.serve(&mut conn);
+                    }
+                }
+            })
+        };
+        let server = TokenServer {
+            addr,
+            issued,
+            stop,
+            thread: Some(thread),
+        };
+        (server, cert_der)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the blocking accept(), which then sees `stop`.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What the token server thread owns: the signing key and the one account.
+struct Issuer {
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
+    /// base64url of the JWT header (the same for every token).
+    header: String,
+    user: String,
+    password: String,
+    issued: Arc<AtomicUsize>,
+    log: Log,
+}
+
+impl Issuer {
+    /// Answers one request and closes the connection (`Connection: close`,
+    /// so clients never wait on a kept-alive socket of this serial server).
+    fn serve(&self, conn: &mut TcpStream) {
+        let _ = conn.set_read_timeout(Some(TOKEN_IO_TIMEOUT));
+        let _ = conn.set_write_timeout(Some(TOKEN_IO_TIMEOUT));
+        let Some(head) = read_head(conn) else { return };
+        let request_line = head.lines().next().unwrap_or_default().to_string();
+        let (status, body) = self.answer(&head);
+        push_log(
+            &self.log,
+            format!("token server: {request_line:?} -> {status}"),
+        );
+        let challenge = if status.starts_with("401") {
+            "WWW-Authenticate: Basic realm=\"wrun-test-token\"\r\n"
+        } else {
+            ""
+        };
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n{challenge}\r\n{body}",
+            body.len()
+        );
+    }
+
+    /// (status line, JSON body) for a request head.
+    fn answer(&self, head: &str) -> (&'static str, String) {
+        let error = |code: &str, message: &str| {
+            format!(r#"{{"errors":[{{"code":"{code}","message":"{message}","detail":null}}]}}"#)
+        };
+        let mut lines = head.split("\r\n");
+        let target = lines
+            .next()
+            .and_then(|line| line.strip_prefix("GET "))
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_default();
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        if path != "/token" {
+            return (
+                "404 Not Found",
+                error("NOT_FOUND", "only GET /token is served"),
+            );
+        }
+        let authorized = lines
+            .filter_map(|line| line.split_once(':'))
+            .any(|(name, value)| {
+                name.eq_ignore_ascii_case("authorization") && self.accepts(value.trim())
+            });
+        if !authorized {
+            return (
+                "401 Unauthorized",
+                error("UNAUTHORIZED", "valid basic credentials required"),
+            );
+        }
+        // `scope` may be repeated, absent, or hold several space-separated.
+        let scopes: Vec<String> = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .filter(|(name, _)| *name == "scope")
+            .flat_map(|(_, value)| {
+                percent_decode(value)
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let token = self.sign(&scopes, now);
+        self.issued.fetch_add(1, Ordering::SeqCst);
+        let body = format!(
+            r#"{{"token":"{token}","access_token":"{token}","expires_in":{TOKEN_TTL},"issued_at":"{}"}}"#,
+            rfc3339(now)
+        );
+        ("200 OK", body)
+    }
+
+    /// Whether an `Authorization` value carries this server's credentials.
+    fn accepts(&self, authorization: &str) -> bool {
+        let Some((scheme, encoded)) = authorization.split_once(' ') else {
+            return false;
+        };
+        let Ok(decoded) = STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        scheme.eq_ignore_ascii_case("basic")
+            && String::from_utf8_lossy(&decoded) == format!("{}:{}", self.user, self.password)
+    }
+
+    /// A JWT granting exactly `scopes` (`type:name:action,action`).
+    fn sign(&self, scopes: &[String], now: u64) -> String {
+        let mut nonce = [0u8; 16];
+        self.rng
+            .fill(&mut nonce)
+            .expect("random bytes for the token's jti");
+        let jti: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let access: Vec<String> = scopes.iter().filter_map(|s| access_entry(s)).collect();
+        let claims = format!(
+            r#"{{"iss":{},"sub":{},"aud":{},"exp":{},"nbf":{now},"iat":{now},"jti":"{jti}","access":[{}]}}"#,
+            json_str(TOKEN_ISSUER),
+            json_str(&self.user),
+            json_str(TOKEN_SERVICE),
+            now + TOKEN_TTL,
+            access.join(",")
+        );
+        let signing_input = format!("{}.{}", self.header, URL_SAFE_NO_PAD.encode(claims));
+        let signature = self
+            .key
+            .sign(&self.rng, signing_input.as_bytes())
+            .expect("ES256-signing a token");
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        )
+    }
+}
+
+/// The request line and headers (up to the blank line; 16 KiB at most).
+fn read_head(conn: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).ok().filter(|&n| n > 0)?;
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 16 << 10 {
+            return None;
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The claim for one scope, e.g. "repository:t/x:pull,push" ->
+/// `{"type":"repository","name":"t/x","actions":["pull","push"]}`. The name
+/// sits between the first and the last ':' (so it may hold a ':').
+fn access_entry(scope: &str) -> Option<String> {
+    let (kind, rest) = scope.split_once(':')?;
+    let (name, actions) = rest.rsplit_once(':')?;
+    let actions: Vec<String> = actions
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(json_str)
+        .collect();
+    Some(format!(
+        r#"{{"type":{},"name":{},"actions":[{}]}}"#,
+        json_str(kind),
+        json_str(name),
+        actions.join(",")
+    ))
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Query-component escaping: everything but RFC 3986 unreserved characters.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Decodes a query value: `%XX`, and '+' as space (Go's url.Values
+/// encoding, as used by containers/image); a malformed `%` stays as is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// UTC `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (the token's `issued_at`).
+fn rfc3339(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm,
+    // with eras starting on March 1st so leap days come last).
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// A PEM `CERTIFICATE` block for a DER certificate.
+fn pem_certificate(der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 #[cfg(test)]
 mod unit_tests {
     use super::*;
@@ -505,6 +1013,36 @@ mod unit_tests {
     #[should_panic(expected = "install it with: sudo apt-get install -y nothing")]
     fn missing_program_says_how_to_install() {
         find_program("wrun-no-such-program", "sudo apt-get install -y nothing");
+    }
+
+    #[test]
+    fn token_helpers() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_057_041), "2026-11-30T16:44:01Z");
+        let scope = "repository:t/x:pull,push";
+        assert_eq!(percent_decode(&percent_encode(scope)), scope);
+        assert_eq!(
+            percent_decode("repository%3At%2Fx%3Apull%2Cpush+x%zz"),
+            "repository:t/x:pull,push x%zz"
+        );
+        assert_eq!(
+            access_entry(scope).as_deref(),
+            Some(r#"{"type":"repository","name":"t/x","actions":["pull","push"]}"#)
+        );
+        assert_eq!(access_entry("nonsense"), None);
+        assert_eq!(json_str("a\"b\\\n"), r#""a\"b\\\u000a""#);
+        let challenge =
+            r#"realm="http://127.0.0.1:1/token",service="s",scope="repository:a:pull,push""#;
+        assert_eq!(
+            challenge_param(challenge, "realm"),
+            Some("http://127.0.0.1:1/token")
+        );
+        assert_eq!(
+            challenge_param(challenge, "scope"),
+            Some("repository:a:pull,push")
+        );
+        assert_eq!(challenge_param(challenge, "error"), None);
     }
 
     #[test]
