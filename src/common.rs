@@ -102,15 +102,26 @@ pub struct RunOptions {
     #[arg(long)]
     pub allow_precompiled: bool,
 
-    /// When to pull an image APP from its registry: `missing` (when it is
-    /// not in the local store), `always`, or `never`.
-    #[arg(long, value_name = "WHEN", default_value = "missing", value_parser = ["missing", "always", "never"])]
-    pub pull: String,
+    /// When to pull an image APP from its registry.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
 
     /// Pull over plain HTTP; only for a registry on this machine (localhost,
     /// 127.0.0.0/8, ::1).
     #[arg(long)]
     pub insecure: bool,
+}
+
+/// When `wrun run` pulls an image, as Docker's `--pull`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// When it is not in the local store.
+    #[default]
+    Missing,
+    /// Every time (the local copy is updated).
+    Always,
+    /// Never: a missing image is an error.
+    Never,
 }
 
 impl RunOptions {

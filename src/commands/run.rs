@@ -1,6 +1,6 @@
 //! `wrun run`: run a WASI app isolated, with volumes, environment and limits.
 
-use crate::common::{RunOptions, guest_argv, image_store, runtime};
+use crate::common::{PullPolicy, RunOptions, guest_argv, image_store, runtime};
 use anyhow::{Context as _, bail};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -18,10 +18,12 @@ use wrun_runtime::{App, Lookup, Runtime, SourceKind};
 /// -e overrides its variables by name, -v and -w win; the directories its
 /// layers hold are read-only at their paths (`/static`, `/app`), and each
 /// volume point it declares that no -v covers is an empty directory for the
-/// run. An app's kind is told from its bytes,
-/// never its name. The app sees only what
-/// the options grant: no host directory, environment variable or stdin unless
-/// given. ARGS are passed to the app; its argv[0] is APP's base name.
+/// run. An app's kind is told from its bytes, never its name.
+///
+/// The app sees only what the options grant: no host directory, environment
+/// variable or stdin unless given. ARGS are passed to the app; its argv[0] is
+/// APP's base name (an image's: its entrypoint, or its repository's last
+/// path segment).
 #[derive(clap::Args)]
 #[command(after_help = crate::exit::TABLE)]
 pub struct RunCommand {
@@ -174,8 +176,6 @@ impl RunCommand {
             }
         }
         let runtime = runtime()?;
-        let allow_precompiled = self.options.allow_precompiled;
-        let _ = allow_precompiled;
         let code = self.run(spec, publish, |runtime| {
             let source = match runtime.lookup_image(image, store, rootfs.as_deref())? {
                 Lookup::Cached(app) => return Ok(app),
@@ -256,16 +256,17 @@ impl Target {
             || [".wasm", ".wat", ".cwasm"]
                 .iter()
                 .any(|ext| text.ends_with(ext));
-        let Ok(reference) = ImageRef::parse(text).map_err(|e| tracing::debug!("{e}")) else {
-            return Ok(Target::File);
-        };
         if looks_like_path {
             return Ok(Target::File);
         }
+        // Not an image name either: reported as a missing file.
+        let Ok(reference) = ImageRef::parse(text) else {
+            return Ok(Target::File);
+        };
         let store = image_store()?;
-        let local = match options.pull.as_str() {
-            "always" => None,
-            _ => match store.find(text) {
+        let local = match options.pull {
+            PullPolicy::Always => None,
+            PullPolicy::Missing | PullPolicy::Never => match store.find(text) {
                 Ok(entry) => Some(entry),
                 Err(ImageError::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
@@ -273,14 +274,14 @@ impl Target {
         };
         let entry = match local {
             Some(entry) => entry,
-            None if options.pull == "never" => {
+            None if options.pull == PullPolicy::Never => {
                 return Err(ImageError::NotFound {
                     reference: text.to_owned(),
                 }
                 .into());
             }
             None => {
-                if options.pull == "missing" {
+                if options.pull == PullPolicy::Missing {
                     eprintln!("wrun: no image `{text}` in the local store; pulling it");
                 }
                 let flags = super::registry::RegistryFlags {
