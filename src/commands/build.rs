@@ -18,13 +18,14 @@ use wrun_runtime::image::{BuildSpec, ImageRef, build_image};
 ///   expose = ["8080/tcp"]      # published by `wrun run -P`
 ///   volumes = ["/data"]        # an empty directory unless -v mounts one
 ///   workdir = "/data"
-///   [[files]]                  # baked in; read-only under / at run time
+///   [[files]]                  # baked in; read-only at TARGET at run time
 ///   source = "static"
 ///   target = "/static"
 ///
 /// Builds are reproducible: the same inputs give the same digest (times
 /// come from SOURCE_DATE_EPOCH, else the Unix epoch).
 #[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct BuildCommand {
     /// Name the image NAME[:TAG] (the tag defaults to `latest`). Repeatable.
     #[arg(short, long = "tag", value_name = "NAME[:TAG]", required = true)]

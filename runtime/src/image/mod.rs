@@ -86,40 +86,122 @@ impl ImageError {
 
 /// An image name as a user types it (`hello`, `hello:1`,
 /// `127.0.0.1:5000/team/app:v2`, `app@sha256:...`), normalized as Docker does:
-/// no registry means Docker Hub, no tag means `latest`.
+/// no registry means Docker Hub (`library/` for one-part names), no tag
+/// means `latest`.
+///
+/// Parsed here by the distribution grammar rather than through oci-spec's
+/// `Reference`, whose Unicode-aware regex takes about 40 ms to build, paid
+/// by every `wrun run IMAGE` (see bench/RESULTS.md).
 #[derive(Clone, PartialEq, Eq)]
-pub struct ImageRef(Reference);
+pub struct ImageRef {
+    registry: String,
+    repository: String,
+    tag: Option<String>,
+    digest: Option<Digest>,
+}
+
+const DOCKER_HUB: &str = "docker.io";
 
 impl ImageRef {
     pub fn parse(s: &str) -> Result<ImageRef, ImageError> {
-        let reference = Reference::try_from(s).map_err(|e| ImageError::InvalidReference {
+        let invalid = |reason: &str| ImageError::InvalidReference {
             reference: s.to_owned(),
-            reason: e.to_string(),
-        })?;
-        if let Some(digest) = reference.digest() {
-            Digest::parse(digest)?;
+            reason: reason.to_owned(),
+        };
+        let (rest, digest) = match s.split_once('@') {
+            Some((rest, digest)) => (rest, Some(Digest::parse(digest)?)),
+            None => (s, None),
+        };
+        // A tag follows the last `:` that is not part of the registry's port.
+        let (name, tag) = match rest.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name, Some(tag)),
+            _ => (rest, None),
+        };
+        if let Some(tag) = tag {
+            let valid = tag.len() <= 128
+                && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !valid {
+                return Err(invalid(
+                    "a tag is 1-128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
+                ));
+            }
         }
-        Ok(ImageRef(reference))
+        if name.is_empty() {
+            return Err(invalid("the name is empty"));
+        }
+        if name.len() > 255 {
+            return Err(invalid("the name is longer than 255 characters"));
+        }
+        // The first component is a registry if it looks like a host.
+        let (registry, path) = match name.split_once('/') {
+            Some((first, path))
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            {
+                (first, path)
+            }
+            _ => (DOCKER_HUB, name),
+        };
+        let registry = if registry == "index.docker.io" {
+            DOCKER_HUB
+        } else {
+            registry
+        };
+        let host_ok = !registry.is_empty()
+            && registry
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+        if !host_ok {
+            return Err(invalid(
+                "the registry is not a host name or address with an optional port",
+            ));
+        }
+        for component in path.split('/') {
+            if !is_path_component(component) {
+                return Err(invalid(
+                    "each part of a name is lowercase letters and digits, separated by `.`, `_`, `__` or dashes",
+                ));
+            }
+        }
+        let repository = if registry == DOCKER_HUB && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path.to_owned()
+        };
+        let tag = match (tag, &digest) {
+            (Some(tag), _) => Some(tag.to_owned()),
+            (None, Some(_)) => None,
+            (None, None) => Some("latest".to_owned()),
+        };
+        Ok(ImageRef {
+            registry: registry.to_owned(),
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// The repository as Docker shows it: `hello` for Docker Hub's
     /// `library/hello`, `host:port/path` for others.
     pub fn repository(&self) -> String {
-        match self.0.registry() {
-            "docker.io" => {
-                let repo = self.0.repository();
-                repo.strip_prefix("library/").unwrap_or(repo).to_owned()
-            }
-            registry => format!("{registry}/{}", self.0.repository()),
+        if self.registry == DOCKER_HUB {
+            let repo = &self.repository;
+            repo.strip_prefix("library/").unwrap_or(repo).to_owned()
+        } else {
+            format!("{}/{}", self.registry, self.repository)
         }
     }
 
     pub fn tag(&self) -> Option<&str> {
-        self.0.tag()
+        self.tag.as_deref()
     }
 
     pub fn digest(&self) -> Option<Digest> {
-        self.0.digest().and_then(|d| Digest::parse(d).ok())
+        self.digest.clone()
     }
 
     /// `repository:tag`, the name an image is stored under; `None` for a
@@ -130,30 +212,74 @@ impl ImageRef {
 
     /// The registry's host (and port), as contacted.
     pub fn registry(&self) -> &str {
-        self.0.resolve_registry()
+        if self.registry == DOCKER_HUB {
+            "index.docker.io"
+        } else {
+            &self.registry
+        }
     }
 
-    pub(crate) fn oci(&self) -> &Reference {
-        &self.0
+    /// The reference as the registry client takes it.
+    pub(crate) fn oci(&self) -> Reference {
+        let (registry, repository) = (self.registry.clone(), self.repository.clone());
+        match (&self.tag, &self.digest) {
+            (Some(tag), Some(digest)) => Reference::with_tag_and_digest(
+                registry,
+                repository,
+                tag.clone(),
+                digest.to_string(),
+            ),
+            (Some(tag), None) => Reference::with_tag(registry, repository, tag.clone()),
+            (None, Some(digest)) => {
+                Reference::with_digest(registry, repository, digest.to_string())
+            }
+            (None, None) => Reference::with_tag(registry, repository, "latest".to_owned()),
+        }
     }
 
-    /// The same repository at another tag or digest.
+    /// The same repository at another digest.
     pub(crate) fn with_digest(&self, digest: &Digest) -> Reference {
         Reference::with_digest(
-            self.0.registry().to_owned(),
-            self.0.repository().to_owned(),
+            self.registry.clone(),
+            self.repository.clone(),
             digest.to_string(),
         )
     }
 }
 
+/// `[a-z0-9]+` runs joined by `.`, `_`, `__` or any number of `-`.
+fn is_path_component(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !bytes.first().is_some_and(|&b| alnum(b)) || !bytes.last().is_some_and(|&b| alnum(b)) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let separator = &s[start..i];
+        let ok = matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.repository())?;
-        if let Some(tag) = self.0.tag() {
+        if let Some(tag) = &self.tag {
             write!(f, ":{tag}")?;
         }
-        if let Some(digest) = self.0.digest() {
+        if let Some(digest) = &self.digest {
             write!(f, "@{digest}")?;
         }
         Ok(())
@@ -184,5 +310,32 @@ mod tests {
         assert_eq!(r.digest().unwrap().as_str(), d);
         assert!(ImageRef::parse("Upper/Case").is_err());
         assert!(ImageRef::parse("").is_err());
+        assert!(
+            ImageRef::parse("docker.io/hello:1")
+                .unwrap()
+                .tagged()
+                .unwrap()
+                == "hello:1"
+        );
+        assert_eq!(
+            ImageRef::parse("localhost/a__b.c-d/e:v1.0")
+                .unwrap()
+                .tagged()
+                .unwrap(),
+            "localhost/a__b.c-d/e:v1.0"
+        );
+        for bad in [
+            "a/../b",
+            "a//b",
+            "-a",
+            "a-",
+            "a:",
+            "a:-x",
+            "a@sha256:00",
+            "a b",
+            "a/B",
+        ] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -150,7 +150,7 @@ impl Registry {
         reference: &ImageRef,
         progress: &ProgressFn,
     ) -> Result<PullReport, ImageError> {
-        let oci = reference.oci();
+        let oci = &reference.oci();
         self.client
             .auth(oci, &self.auth, RegistryOperation::Pull)
             .await
@@ -260,7 +260,7 @@ impl Registry {
         });
         let mut stream = self
             .client
-            .pull_blob_stream(reference.oci(), &descriptor)
+            .pull_blob_stream(&reference.oci(), &descriptor)
             .await
             .map_err(|e| self.failed(format_args!("failed to pull blob `{}`", blob.digest), &e))?;
         let mut writer = store.writer(blob)?;
@@ -298,7 +298,7 @@ impl Registry {
     ) -> Result<PushReport, ImageError> {
         let entry = store.find(local)?;
         let image = Image::load(store, &entry)?;
-        let oci = remote.oci();
+        let oci = &remote.oci();
         self.client
             .auth(oci, &self.auth, RegistryOperation::Push)
             .await
