@@ -107,39 +107,11 @@ startup filetool "$P2/filetool.wasm" pwd
 
 # ---- 2. push and pull -----------------------------------------------------
 
-# A real component with a custom section ("wrun-bench-padding") appended, of
-# SIZE_MIB MiB in all: a custom section is byte 0, the LEB128 size of the
-# rest, the LEB128 length of the name, the name, then the payload. The
-# payload is seeded pseudo-random bytes, so the digest is the same every run.
+# A real component with a custom section of seeded pseudo-random bytes
+# appended, SIZE_MIB MiB in all (the same digest every run).
 BIG="$TMP/big.wasm"
-python3 - "$P2/hello.wasm" "$BIG" "$SIZE_MIB" <<'EOF'
-import random, sys
-src, dst, mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def leb(n):
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-module = open(src, "rb").read()
-name = b"wrun-bench-padding"
-head = leb(len(name)) + name
-total = mib * 2**20
-for width in range(1, 6):
-    size = total - len(module) - 1 - width
-    if len(leb(size)) == width:
-        break
-payload = size - len(head)
-assert payload >= 0, "SIZE_MIB is smaller than the module"
-chunk = random.Random(0).randbytes(2**20)
-with open(dst, "wb") as f:
-    f.write(module + b"\x00" + leb(size) + head)
-    while payload:
-        n = min(payload, len(chunk))
-        f.write(chunk[:n])
-        payload -= n
-EOF
+python3 "$ROOT/bench/custom-section.py" "$P2/hello.wasm" "$BIG" wrun-bench-padding \
+    --total-mib "$SIZE_MIB"
 BYTES=$(stat -c %s "$BIG")
 LAYER=$(sha256sum "$BIG" | cut -d' ' -f1)
 export WRUN_HOME="$TMP/home-push"

@@ -15,26 +15,12 @@ source "$(dirname "$0")/serve.sh"   # set-up and helpers; returns before serve.s
 MIX="${MIX:-20}"
 DIR="$WORK/serve-mix"; mkdir -p "$DIR"
 
-# f0.wasm .. f{MIX-1}.wasm: copies of the hello with a distinct custom section
-# appended. A custom section may end a component binary: id 0, the LEB128 size
-# of its contents, then the contents: LEB128 name length, name, payload.
-python3 - "$HELLO_WASM" "$DIR" "$MIX" <<'EOF'
-import sys
-src, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def leb128(v):
-    b = bytearray()
-    while True:
-        byte, v = v & 0x7F, v >> 7
-        b.append(byte | (0x80 if v else 0))
-        if not v:
-            return bytes(b)
-wasm = open(src, "rb").read()
-name = b"wrun-bench-mix"
-for i in range(n):
-    contents = leb128(len(name)) + name + f"tenant {i}".encode()
-    with open(f"{out}/f{i}.wasm", "wb") as f:
-        f.write(wasm + b"\x00" + leb128(len(contents)) + contents)
-EOF
+# f0.wasm .. f{MIX-1}.wasm: copies of the hello, each with a distinct custom
+# section appended.
+for ((i = 0; i < MIX; i++)); do
+    python3 "$ROOT/bench/custom-section.py" "$HELLO_WASM" "$DIR/f$i.wasm" wrun-bench-mix \
+        --payload "tenant $i"
+done
 if [ "$(sha256sum "$DIR"/f*.wasm | cut -d' ' -f1 | sort -u | wc -l)" != "$MIX" ]; then
     echo "the $MIX mix components do not have $MIX distinct digests" >&2; exit 1
 fi

@@ -78,6 +78,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `skopeo copy SOURCE DEST`, byte for byte (`--preserve-digests`), plain
+/// HTTP to the test registries.
+fn skopeo_copy(source: &str, dest: &str) {
+    let status = skopeo()
+        .args(["--insecure-policy", "copy", "--preserve-digests", "--quiet"])
+        .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+        .args([source, dest])
+        .status()
+        .unwrap();
+    assert!(status.success(), "skopeo copy {source} {dest}");
+}
+
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:#?}"))
 }
@@ -449,18 +461,10 @@ fn push_pull_and_skopeo_interop() {
     );
     assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
     let copy = tempdir();
-    let status = skopeo()
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--src-tls-verify=false",
-            "--quiet",
-        ])
-        .arg(format!("docker://{remote}"))
-        .arg(format!("oci:{}:copy", copy.path().display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    skopeo_copy(
+        &format!("docker://{remote}"),
+        &format!("oci:{}:copy", copy.path().display()),
+    );
 
     // wrun pulls it back and runs it; a second pull transfers nothing.
     let pull = b.run(&["pull", "--insecure", &remote]);
@@ -493,32 +497,20 @@ fn push_pull_and_skopeo_interop() {
     a.run(&["save", "-o", archive.to_str().unwrap(), "hello:1"])
         .assert_success();
     let other = format!("{host}/via/skopeo:2");
-    let status = skopeo()
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--dest-tls-verify=false",
-            "--preserve-digests",
-            "--quiet",
-        ])
-        .arg(format!("oci-archive:{}:hello:1", archive.display()))
-        .arg(format!("docker://{other}"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    skopeo_copy(
+        &format!("oci-archive:{}:hello:1", archive.display()),
+        &format!("docker://{other}"),
+    );
     let c = Home::new();
     c.run(&["pull", "--insecure", &other]).assert_success();
     c.run(&["run", &other])
         .assert_success()
         .assert_stdout_contains("Hello");
     // skopeo reads the local store as an OCI layout, and copies into it.
-    let status = skopeo()
-        .args(["--insecure-policy", "copy", "--preserve-digests", "--quiet"])
-        .arg(format!("oci:{}:{other}", c.images().display()))
-        .arg(format!("oci:{}:copied:3", c.images().display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    skopeo_copy(
+        &format!("oci:{}:{other}", c.images().display()),
+        &format!("oci:{}:copied:3", c.images().display()),
+    );
     c.run(&["run", "copied:3"])
         .assert_success()
         .assert_stdout_contains("Hello");
@@ -807,19 +799,10 @@ fn docker_wasm_images_run_from_archives_and_registries() {
         docker_wasm_archive("dw", &layer, config.clone(), false),
     )
     .unwrap();
-    let status = skopeo()
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--dest-tls-verify=false",
-            "--preserve-digests",
-            "--quiet",
-        ])
-        .arg(format!("oci-archive:{}:dw", archive.display()))
-        .arg(format!("docker://{remote}"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    skopeo_copy(
+        &format!("oci-archive:{}:dw", archive.display()),
+        &format!("docker://{remote}"),
+    );
     let other = Home::new();
     other.run(&["pull", "--insecure", &remote]).assert_success();
     other
@@ -911,19 +894,10 @@ fn hostile_layers_are_refused_by_entry() {
         docker_wasm_archive("h", &raw_tar(&entries), config, false),
     )
     .unwrap();
-    let status = skopeo()
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--dest-tls-verify=false",
-            "--preserve-digests",
-            "--quiet",
-        ])
-        .arg(format!("oci-archive:{}:h", archive.display()))
-        .arg(format!("docker://{remote}"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    skopeo_copy(
+        &format!("oci-archive:{}:h", archive.display()),
+        &format!("docker://{remote}"),
+    );
     let home = Home::new();
     home.run(&["pull", "--insecure", &remote])
         .assert_code(126)
