@@ -271,9 +271,13 @@ impl ImageStore {
         let parsed = ImageRef::parse(reference)?;
         if let Some(digest) = parsed.digest() {
             let repository = parsed.repository();
+            // An image pulled by the digest of a multi-platform index is
+            // stored as its platform's manifest, under the name it was
+            // pulled by.
+            let pulled_as = parsed.to_string();
             return entries
                 .into_iter()
-                .filter(|e| e.descriptor.digest == digest)
+                .filter(|e| e.descriptor.digest == digest || e.name.as_ref() == Some(&pulled_as))
                 .min_by_key(|e| {
                     // Prefer an entry of the same repository for its name.
                     let same = e.name.as_deref().and_then(|n| ImageRef::parse(n).ok());
