@@ -250,7 +250,9 @@ pub struct RmiCommand {
 impl RmiCommand {
     pub fn execute(self) -> anyhow::Result<i32> {
         let store = image_store()?;
-        let mut failed = None;
+        // As `docker rmi`: every name is tried, each failure reported, and
+        // the exit code is that of the last failure.
+        let mut code = 0;
         for name in &self.images {
             match store.untag(name) {
                 Ok(entry) => match entry.name {
@@ -258,8 +260,9 @@ impl RmiCommand {
                     None => println!("Deleted: {}", entry.descriptor.digest),
                 },
                 Err(e) => {
-                    eprintln!("wrun: {e}");
-                    failed = Some(e);
+                    let e = anyhow::Error::from(e);
+                    eprintln!("wrun: {}", crate::exit::describe(&e));
+                    code = crate::exit::code_for(&e);
                 }
             }
         }
@@ -267,11 +270,7 @@ impl RmiCommand {
         for blob in &report.blobs {
             println!("Deleted: {blob}");
         }
-        match failed {
-            // The exit code of the last failure, as `docker rmi`.
-            Some(e) => Err(e.into()),
-            None => Ok(0),
-        }
+        Ok(code)
     }
 }
 
