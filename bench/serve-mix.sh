@@ -16,7 +16,8 @@ MIX="${MIX:-20}"
 DIR="$WORK/serve-mix"; mkdir -p "$DIR"
 
 # f0.wasm .. f{MIX-1}.wasm: copies of the hello, each with a distinct custom
-# section appended.
+# section appended (stale ones from a run with another MIX removed first).
+rm -f "$DIR"/f*.wasm
 for ((i = 0; i < MIX; i++)); do
     python3 "$ROOT/bench/custom-section.py" "$HELLO_WASM" "$DIR/f$i.wasm" wrun-bench-mix \
         --payload "tenant $i"
