@@ -170,10 +170,19 @@ impl Registry {
                 reason: format!("the registry's manifest hashes to `{digest}`"),
             });
         }
+        // An index may point at an index; a registry cannot lead a pull
+        // through more of them than any real image has.
+        let mut depth = 0;
         let manifest = loop {
             match Document::parse(None, &manifest_bytes)? {
                 Document::Manifest(m) => break m,
+                Document::Index(_) if depth == 3 => {
+                    return Err(
+                        self.error(format_args!("`{reference}` nests indexes more than 3 deep"))
+                    );
+                }
                 Document::Index(index) => {
+                    depth += 1;
                     let child = select_platform(&index.manifests).ok_or_else(|| {
                         ImageError::NotRunnable {
                             reference: reference.to_string(),
@@ -207,6 +216,21 @@ impl Registry {
         };
         if manifest_bytes.len() as u64 > MAX_DOCUMENT {
             return Err(self.error(format_args!("manifest `{digest}` is too large")));
+        }
+        // Declared sizes are checked before anything is downloaded, so that
+        // a manifest cannot make a pull fill the disk.
+        let max_layer = unpack::Limits::default().max_bytes;
+        if manifest.config.size > MAX_DOCUMENT {
+            return Err(self.error(format_args!(
+                "config `{}` declares {} bytes; at most {MAX_DOCUMENT} are accepted",
+                manifest.config.digest, manifest.config.size
+            )));
+        }
+        if let Some(layer) = manifest.layers.iter().find(|l| l.size > max_layer) {
+            return Err(self.error(format_args!(
+                "layer `{}` declares {} bytes; at most {max_layer} are accepted",
+                layer.digest, layer.size
+            )));
         }
 
         let _adding = store.adding()?;
