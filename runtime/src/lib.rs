@@ -159,21 +159,33 @@ impl Runtime {
         }
     }
 
-    /// Finds an image's app in the AOT cache (a wasm layer by its digest,
-    /// without reading it), or reads its bytes, verified, for compiling.
+    /// Finds an image's app in the AOT cache, or reads it for compiling: a
+    /// wasm layer by its digest, without reading it (the bytes are verified
+    /// when read); an entrypoint file of the unpacked layers as any app file,
+    /// whose digest is remembered once settled.
     pub fn lookup_image(
         &self,
         image: &image::Image,
         store: &image::ImageStore,
         rootfs: Option<&Path>,
     ) -> Result<Lookup, image::ImageError> {
+        let layer = match &image.app {
+            image::ImageApp::Layer(layer) => layer,
+            image::ImageApp::File(_) => {
+                let path = image.app_path(rootfs)?;
+                return self
+                    .lookup(&path)
+                    .map_err(|e| image::ImageError::NotRunnable {
+                        reference: image.name.clone(),
+                        reason: e.to_string(),
+                    });
+            }
+        };
         let name = image.argv0();
-        if let image::ImageApp::Layer(layer) = &image.app
-            && let Some(app) = self.load_cached_digest(&name, layer.digest.hex())
-        {
+        if let Some(app) = self.load_cached_digest(&name, layer.digest.hex()) {
             return Ok(Lookup::Cached(app));
         }
-        let source = AppSource::from_bytes(name, image.app_bytes(store, rootfs)?);
+        let source = AppSource::from_bytes(name, store.read(layer, u64::MAX)?);
         Ok(
             match self.load_cached_digest(source.name(), source.digest()) {
                 Some(app) => Lookup::Cached(app),

@@ -246,38 +246,45 @@ impl Image {
         Ok(Some(target))
     }
 
-    /// The app's bytes, verified: the wasm layer, or the entrypoint's file
-    /// in `rootfs`, read through it so that no symlink leads out.
-    pub fn app_bytes(
-        &self,
-        store: &ImageStore,
-        rootfs: Option<&Path>,
-    ) -> Result<Vec<u8>, ImageError> {
-        match &self.app {
-            AppSource::Layer(layer) => store.read(layer, u64::MAX),
-            AppSource::File(path) => {
-                let not_runnable = |reason: String| ImageError::NotRunnable {
-                    reference: self.name.clone(),
-                    reason,
-                };
-                let Some(rootfs) = rootfs else {
-                    return Err(not_runnable(format!(
-                        "its entrypoint `{path}` names a file, but it has no file layers"
-                    )));
-                };
-                let relative = match path.strip_prefix('/') {
-                    Some(absolute) => absolute.to_owned(),
-                    None => {
-                        let workdir = self.defaults.workdir.as_deref().unwrap_or("/");
-                        format!("{}/{path}", workdir.trim_matches('/'))
-                    }
-                };
-                let root = cap_std::fs::Dir::open_ambient_dir(rootfs, cap_std::ambient_authority())
-                    .map_err(ImageError::io("failed to open", rootfs))?;
-                root.read(relative.trim_start_matches('/')).map_err(|e| {
-                    not_runnable(format!("failed to read its entrypoint `{path}`: {e}"))
-                })
+    /// Where the app's entrypoint file lies on the host: inside `rootfs`,
+    /// with every symlink resolved, or an error (the unpacker refuses links
+    /// that lead out, so this only fails for a missing file).
+    pub fn app_path(&self, rootfs: Option<&Path>) -> Result<PathBuf, ImageError> {
+        let AppSource::File(path) = &self.app else {
+            return Err(self.not_runnable("its app is a wasm layer, not a file".into()));
+        };
+        let Some(rootfs) = rootfs else {
+            return Err(self.not_runnable(format!(
+                "its entrypoint `{path}` names a file, but it has no file layers"
+            )));
+        };
+        let relative = match path.strip_prefix('/') {
+            Some(absolute) => absolute.to_owned(),
+            None => {
+                let workdir = self.defaults.workdir.as_deref().unwrap_or("/");
+                format!("{}/{path}", workdir.trim_matches('/'))
             }
+        };
+        let missing = |e: std::io::Error| {
+            self.not_runnable(format!("failed to read its entrypoint `{path}`: {e}"))
+        };
+        let root = rootfs.canonicalize().map_err(missing)?;
+        let file = root
+            .join(relative.trim_start_matches('/'))
+            .canonicalize()
+            .map_err(missing)?;
+        if !file.starts_with(&root) {
+            return Err(self.not_runnable(format!(
+                "its entrypoint `{path}` leads out of the image's files"
+            )));
+        }
+        Ok(file)
+    }
+
+    fn not_runnable(&self, reason: String) -> ImageError {
+        ImageError::NotRunnable {
+            reference: self.name.clone(),
+            reason,
         }
     }
 }
