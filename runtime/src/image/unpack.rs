@@ -145,21 +145,101 @@ fn apply_tar(
         inner: stream,
         left,
         exhausted: false,
+        header: Vec::with_capacity(512),
+        body_left: 0,
+        oversized: None,
     });
     let result = apply_entries(root, &mut archive, limits, budget);
+    let capped = archive.into_inner();
     match result {
-        Err(UnpackError::Read(_)) if archive.into_inner().exhausted => Err(UnpackError::TooLarge {
+        Err(UnpackError::Read(_)) if capped.exhausted => Err(UnpackError::TooLarge {
             limit: limits.max_bytes,
         }),
+        Err(UnpackError::Read(_)) if capped.oversized.is_some() => {
+            let (kind, size) = capped.oversized.unwrap_or_default();
+            Err(UnpackError::Entry {
+                entry: format!("<{kind} header>"),
+                reason: format!(
+                    "it declares {size} bytes; at most {MAX_METADATA_ENTRY} are allowed"
+                ),
+            })
+        }
         other => other,
     }
 }
 
-/// A reader that fails once it has given `left` bytes: a gzip bomb stops here.
+/// The largest pax or GNU long-name/long-link header body accepted: far
+/// above any real path or set of attributes, far below what would hurt.
+const MAX_METADATA_ENTRY: u64 = 1 << 20;
+
+/// A reader that fails once it has given `left` bytes (a gzip bomb stops
+/// here), and that follows the tar framing as the bytes pass, so that a pax
+/// or long-name header declaring a huge body fails before the tar crate
+/// reads that body into memory.
 struct Capped<R> {
     inner: R,
     left: u64,
     exhausted: bool,
+    /// The header block being read, while not inside an entry's body.
+    header: Vec<u8>,
+    /// Bytes of the current entry's body (with padding) still to pass.
+    body_left: u64,
+    /// The kind and declared size of a refused metadata header.
+    oversized: Option<(&'static str, u64)>,
+}
+
+impl<R> Capped<R> {
+    /// Follows the framing through `bytes`; fails on an oversized header.
+    fn follow(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
+                self.body_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = bytes.len().min(512 - self.header.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() < 512 {
+                break;
+            }
+            let size = header_size(&self.header);
+            let kind = match self.header[156] {
+                b'x' | b'g' => Some("pax"),
+                b'L' | b'K' => Some("long name"),
+                _ => None,
+            };
+            self.header.clear();
+            if let Some(kind) = kind
+                && size > MAX_METADATA_ENTRY
+            {
+                self.oversized = Some((kind, size));
+                return Err(io::Error::other(format!("a {kind} header of {size} bytes")));
+            }
+            // An all-zero end block has size 0 and keeps us reading headers.
+            self.body_left = size.div_ceil(512).saturating_mul(512);
+        }
+        Ok(())
+    }
+}
+
+/// A tar header's size field: octal digits, or GNU's base-256 form (high bit
+/// set), which only absurd sizes need.
+fn header_size(header: &[u8]) -> u64 {
+    let field = &header[124..136];
+    if field[0] & 0x80 != 0 {
+        return u64::MAX;
+    }
+    field
+        .iter()
+        .skip_while(|b| **b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(*b))
+        .fold(0u64, |n, b| {
+            n.saturating_mul(8).saturating_add(u64::from(b - b'0'))
+        })
 }
 
 impl<R: Read> Read for Capped<R> {
@@ -175,6 +255,7 @@ impl<R: Read> Read for Capped<R> {
             .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..max])?;
         self.left -= n as u64;
+        self.follow(&buf[..n])?;
         Ok(n)
     }
 }
@@ -1016,13 +1097,40 @@ mod tests {
                 &limits,
                 &mut budget,
             );
+            // The long name stops even earlier, at the metadata guard.
             assert!(
-                matches!(result, Err(UnpackError::TooLarge { .. })),
+                matches!(&result, Err(UnpackError::TooLarge { .. }))
+                    || matches!(&result, Err(UnpackError::Entry { entry, .. }) if entry.ends_with("header>")),
                 "{result:?}"
             );
             assert!(budget.bytes <= limits.max_bytes);
         }
         assert_eq!(tree(&outer.path().join("root")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn oversized_metadata_headers_fail_before_they_are_read() {
+        let (_outer, root) = root();
+        // Within the byte budget, but far more than any real long name.
+        let zeros = vec![b'a'; 4 << 20];
+        for kind in [EntryType::GNULongName, EntryType::XHeader] {
+            let tar = Tar::default().pseudo(kind, &zeros).file("x", "").done();
+            let result = apply(&root, &tar);
+            match result {
+                Err(UnpackError::Entry { entry, reason }) => {
+                    assert!(entry.ends_with("header>"), "{entry}");
+                    assert!(reason.contains("4194304 bytes"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Real ones pass.
+        let long = "d/".repeat(100) + "f";
+        let tar = Tar::default()
+            .pseudo(EntryType::GNULongName, long.as_bytes())
+            .file("x", "y")
+            .done();
+        apply(&root, &tar).unwrap();
     }
 
     #[test]
