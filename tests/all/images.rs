@@ -917,22 +917,28 @@ fn bad_build_input_is_named() {
     home.run(&["build", "-t", "x", text.to_str().unwrap()])
         .assert_code(125)
         .assert_stderr_contains("is not a wasm binary");
-    std::fs::write(
-        dir.path().join("wrun.toml"),
-        "wasm = \"a.wasm\"\nexpose = [\"http\"]\n",
-    )
-    .unwrap();
-    home.run(&["build", "-t", "x", dir.path().to_str().unwrap()])
-        .assert_code(125)
-        .assert_stderr_contains("`http`");
-    std::fs::write(
-        dir.path().join("wrun.toml"),
-        "wasm = \"notwasm.wasm\"\n[[files]]\nsource = \"out\"\ntarget = \"/x\"\n",
-    )
-    .unwrap();
+    std::fs::copy(P2.hello, dir.path().join("app.wasm")).unwrap();
     std::os::unix::fs::symlink("/etc", dir.path().join("out")).unwrap();
-    home.run(&["build", "-t", "x", dir.path().to_str().unwrap()])
-        .assert_code(125);
+    for (manifest, needle) in [
+        ("wasm = \"app.wasm\"\nexpose = [\"http\"]\n", "`http`"),
+        (
+            "wasm = \"app.wasm\"\nports = [1]\n",
+            "unknown field `ports`",
+        ),
+        (
+            "wasm = \"app.wasm\"\n[[files]]\nsource = \"out\"\ntarget = \"/x\"\n",
+            "outside the tree",
+        ),
+        (
+            "wasm = \"app.wasm\"\n[[files]]\nsource = \"missing\"\ntarget = \"/x\"\n",
+            "missing",
+        ),
+    ] {
+        std::fs::write(dir.path().join("wrun.toml"), manifest).unwrap();
+        home.run(&["build", "-t", "x", dir.path().to_str().unwrap()])
+            .assert_code(125)
+            .assert_stderr_contains(needle);
+    }
     home.run(&["build", "-t", "Bad:Name", P2.hello])
         .assert_code(125)
         .assert_stderr_contains("`Bad:Name`");
