@@ -349,9 +349,10 @@ impl SaveCommand {
     }
 }
 
-/// Load images from an OCI archive (from `wrun save`, `skopeo copy ...
-/// oci-archive:...`, or `docker save` since Docker 25). Every blob is
-/// verified and every layer checked before any image is named.
+/// Load images from an OCI archive (from `wrun save` or `skopeo copy ...
+/// oci-archive:...`; `docker save` writes the same layout since Docker 25,
+/// with extra files that are skipped). Every blob is verified and every
+/// layer checked before any image is named.
 #[derive(clap::Args)]
 pub struct LoadCommand {
     /// Read from FILE instead of stdin.

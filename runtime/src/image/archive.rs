@@ -117,8 +117,9 @@ fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
     header
 }
 
-/// Loads an OCI archive (also `docker save` output, which carries an OCI
-/// layout since Docker 25) into the store.
+/// Loads an OCI archive into the store. `docker save` has written the same
+/// layout since Docker 25, plus `manifest.json` and `repositories`, which
+/// are skipped (not tested here: there is no Docker engine to make one).
 pub fn load_archive(store: &ImageStore, input: impl Read) -> Result<LoadReport, ImageError> {
     let invalid = |reason: String| ImageError::InvalidDocument {
         what: "archive".into(),
