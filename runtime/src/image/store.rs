@@ -355,6 +355,18 @@ impl ImageStore {
                 };
             }
         }
+        // Temporary files of `index.json` rewrites a crash interrupted;
+        // the index lock keeps a rewrite in progress out of the way.
+        {
+            let _index = self.lock("index.lock", Lock::Exclusive)?;
+            if let Ok(dir) = fs::read_dir(&self.layout) {
+                for entry in dir.flatten() {
+                    if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
         let rootfs = self.home.join("rootfs");
         if let Ok(dir) = fs::read_dir(&rootfs) {
             for entry in dir.flatten() {
@@ -697,8 +709,10 @@ mod tests {
             store.find("hello:2"),
             Err(ImageError::NotFound { .. })
         ));
+        fs::write(store.layout().join(".tmp-crashed"), b"{").unwrap();
         let report = store.prune(true).unwrap();
         assert_eq!(report.blobs, vec![orphan.digest]);
+        assert!(!store.layout().join(".tmp-crashed").exists());
         assert!(store.has_blob(&layer));
         store.untag("hello:1").unwrap();
         let report = store.prune(true).unwrap();
