@@ -163,23 +163,19 @@ fn build_list_inspect_and_run() {
 
     // The first run compiles; the second finds the artifact by the layer's
     // digest and compiles nothing.
-    let first = home
-        .wrun()
-        .env("WRUN_LOG", "info")
-        .args(["run", "hello:1"])
-        .run();
-    first
-        .assert_success()
-        .assert_stdout_contains("Hello from a wrun guest!");
+    let run_logged = || {
+        let out = home
+            .wrun()
+            .env("WRUN_LOG", "info")
+            .args(["run", "hello:1"])
+            .run();
+        out.assert_success()
+            .assert_stdout_contains("Hello from a wrun guest!");
+        out
+    };
+    let first = run_logged();
     assert!(first.stderr.contains("compiled"), "{first:#?}");
-    let second = home
-        .wrun()
-        .env("WRUN_LOG", "info")
-        .args(["run", "hello:1"])
-        .run();
-    second
-        .assert_success()
-        .assert_stdout_contains("Hello from a wrun guest!");
+    let second = run_logged();
     assert!(!second.stderr.contains("compiled"), "{second:#?}");
     // By digest, by ID, and through the shorthand.
     home.run(&["run", &format!("hello@{digest}")])
