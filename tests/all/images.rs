@@ -37,6 +37,14 @@ impl Home {
             .join(digest.trim_start_matches("sha256:"))
     }
 
+    /// `wrun login --insecure -u USER --password-stdin HOST`.
+    fn login(&self, host: &str, user: &str, password: &str) -> Output {
+        self.wrun()
+            .args(["login", "--insecure", "-u", user, "--password-stdin", host])
+            .stdin(format!("{password}\n").as_bytes())
+            .run()
+    }
+
     /// `wrun build -t NAME APP`, returning the manifest digest.
     fn build(&self, name: &str, app: &str) -> String {
         let out = self.run(&["build", "-t", name, app]);
@@ -529,19 +537,7 @@ fn basic_auth_login_push_pull() {
     home.run(&["push", "--insecure", &remote])
         .assert_code(125)
         .assert_stderr_contains("failed to push");
-    let login = |password: &str| {
-        home.wrun()
-            .args([
-                "login",
-                "--insecure",
-                "-u",
-                "alice",
-                "--password-stdin",
-                registry.host(),
-            ])
-            .stdin(format!("{password}\n").as_bytes())
-            .run()
-    };
+    let login = |password: &str| home.login(registry.host(), "alice", password);
     login("wrong")
         .assert_code(125)
         .assert_stderr_contains("incorrect username or password");
@@ -949,19 +945,7 @@ fn bearer_token_login_push_pull() {
     let home = Home::new();
     home.build(&remote, P2.hello);
     home.run(&["push", "--insecure", &remote]).assert_code(125);
-    let login = |password: &str| {
-        home.wrun()
-            .args([
-                "login",
-                "--insecure",
-                "-u",
-                "bob",
-                "--password-stdin",
-                registry.host(),
-            ])
-            .stdin(format!("{password}\n").as_bytes())
-            .run()
-    };
+    let login = |password: &str| home.login(registry.host(), "bob", password);
     login("nope")
         .assert_code(125)
         .assert_stderr_contains("incorrect username or password");
