@@ -185,13 +185,14 @@ impl Runtime {
         if let Some(app) = self.load_cached_digest(&name, layer.digest.hex()) {
             return Ok(Lookup::Cached(app));
         }
-        let source = AppSource::from_bytes(name, store.read(layer, u64::MAX)?);
-        Ok(
-            match self.load_cached_digest(source.name(), source.digest()) {
-                Some(app) => Lookup::Cached(app),
-                None => Lookup::Source(source),
-            },
-        )
+        // `read` verified the bytes against the layer's digest, which is
+        // the cache key just looked up: neither is done again.
+        let bytes = store.read(layer, u64::MAX)?;
+        Ok(Lookup::Source(AppSource::verified(
+            name,
+            bytes,
+            layer.digest.hex().to_owned(),
+        )))
     }
 
     fn remember_digest(&self, source: &AppSource) {

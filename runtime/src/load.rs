@@ -80,6 +80,11 @@ impl AppSource {
 
     pub fn from_bytes(name: String, bytes: Vec<u8>) -> AppSource {
         let digest = hex::encode(Sha256::digest(&bytes));
+        AppSource::verified(name, bytes, digest)
+    }
+
+    /// Bytes whose sha256 the caller already checked to be `digest`.
+    pub(crate) fn verified(name: String, bytes: Vec<u8>, digest: String) -> AppSource {
         AppSource {
             name,
             bytes,
