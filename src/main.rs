@@ -5,12 +5,8 @@ use clap::{CommandFactory, Parser};
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 
-mod commands;
-mod common;
-mod exit;
-mod serve;
-
-use commands::run::{RunCommand, ShorthandCommand};
+use wrun::commands::run::{RunCommand, ShorthandCommand};
+use wrun::{commands, exit};
 
 /// App-level virtualization for WebAssembly: run WASI apps isolated and
 /// rootless, with volumes, limits and a compile cache.
