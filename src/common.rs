@@ -64,6 +64,17 @@ pub struct RunOptions {
     #[arg(long = "cpu-time", value_name = "DURATION", value_parser = parse_duration)]
     pub cpu_time: Option<Duration>,
 
+    /// A resource limit, as Docker spells it: `nofile=N` (or `nofile=SOFT:HARD`,
+    /// of which the guest gets SOFT: it cannot raise its own limit) bounds the
+    /// host descriptors the app holds at once: files and directories it opens,
+    /// sockets, and connections waiting in its listeners' backlogs. At the
+    /// limit the app gets EMFILE (a component's file opens: `quota`), never
+    /// the host's last descriptor: all apps of one wrun process together stay
+    /// below its own RLIMIT_NOFILE, which wrun raises to the hard limit at
+    /// start. Memory is `--memory`. [default: nofile=1024]
+    #[arg(long = "ulimit", value_name = "nofile=N[:M]", value_parser = parse_ulimit)]
+    pub ulimits: Vec<usize>,
+
     /// A name for the instance, shown in messages.
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub name: Option<String>,
@@ -182,6 +193,11 @@ impl RunOptions {
             memory: self.memory.unwrap_or(DEFAULT_MEMORY_LIMIT),
             timeout: self.timeout,
             cpu_time: self.cpu_time,
+            max_fds: self
+                .ulimits
+                .last()
+                .copied()
+                .unwrap_or(wrun_host_api::fds::DEFAULT_INSTANCE_FDS),
         }
     }
 
@@ -313,6 +329,33 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--ulimit nofile=SOFT[:HARD]`: the soft value, which is what a guest
+/// gets (it has no way to raise its own limit).
+pub(crate) fn parse_ulimit(s: &str) -> Result<usize, String> {
+    let Some((name, value)) = s.split_once('=') else {
+        return Err(format!("`{s}` is not a limit like `nofile=1024`"));
+    };
+    if name != "nofile" {
+        return Err(format!(
+            "unsupported ulimit `{name}`: wrun supports `nofile` (memory is --memory, CPU time              --cpu-time)"
+        ));
+    }
+    let number = |text: &str| {
+        text.parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("`{s}`: `{text}` is not a positive number of descriptors"))
+    };
+    let (soft, hard) = match value.split_once(':') {
+        Some((soft, hard)) => (number(soft)?, Some(number(hard)?)),
+        None => (number(value)?, None),
+    };
+    if hard.is_some_and(|hard| hard < soft) {
+        return Err(format!("`{s}`: the soft limit exceeds the hard limit"));
+    }
+    Ok(soft)
+}
+
 /// An app name, by the same rule as network names (see `is_valid_name`).
 fn parse_name(s: &str) -> Result<String, String> {
     if !is_valid_name(s, MAX_APP_NAME) {
@@ -345,6 +388,25 @@ mod tests {
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("soon").unwrap_err().contains("`soon`"));
         assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn ulimits() {
+        assert_eq!(parse_ulimit("nofile=64").unwrap(), 64);
+        assert_eq!(parse_ulimit("nofile=64:128").unwrap(), 64);
+        for bad in [
+            "nofile",
+            "nofile=",
+            "nofile=0",
+            "nofile=x",
+            "nofile=8:4",
+            "nproc=10",
+            "=5",
+        ] {
+            let e = parse_ulimit(bad).unwrap_err();
+            assert!(e.contains('`'), "{bad}: {e}");
+        }
+        assert!(parse_ulimit("core=0").unwrap_err().contains("`core`"));
     }
 
     #[test]

@@ -58,6 +58,9 @@ fn main() {
         }
     };
     init_logging();
+    // Descriptors are budgeted (see wrun_host_api::fds), not rationed by a
+    // soft limit kept low for `select`, which wrun does not use.
+    wrun_host_api::fds::raise_nofile_limit();
     let result = match command {
         Command::Run(run) => run.execute(),
         Command::Compile(compile) => compile.execute(),

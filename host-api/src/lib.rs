@@ -10,6 +10,8 @@
 //! Served functions' outgoing HTTP requests pass [`http::OutboundHttp`].
 
 pub mod env;
+pub mod fds;
+pub mod fs;
 pub mod http;
 pub mod net;
 pub mod volume;

@@ -48,6 +48,8 @@ pub enum SpecError {
     Open { volume: Volume, reason: String },
     #[error("invalid argument {arg:?}: arguments passed to the guest must not contain NUL")]
     Arg { arg: String },
+    #[error(transparent)]
+    Fs(#[from] crate::fs::GuestFsError),
 }
 
 impl WasiSpec {
@@ -71,6 +73,17 @@ impl WasiSpec {
             self.check_workdir(workdir)?;
         }
         Ok(())
+    }
+
+    /// The index of the innermost volume that holds `workdir`.
+    pub(crate) fn workdir_volume(&self, workdir: &str) -> Option<usize> {
+        let normalized = normalize_guest_path(workdir).ok()?;
+        self.volumes
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| is_within(&normalized, &v.guest))
+            .max_by_key(|(_, v)| v.guest.len())
+            .map(|(i, _)| i)
     }
 
     fn check_workdir(&self, workdir: &str) -> Result<(), SpecError> {
@@ -101,6 +114,17 @@ impl WasiSpec {
             .map(|dir| (dir, volume.access))
             .map_err(|e| err(format!("cannot open it in volume `{volume}`: {e}")))
             .map(|(dir, access)| BeneathDir { dir, access })
+    }
+
+    /// The instance's filesystem state: its mount table and the count of
+    /// the host descriptors it opens, against `budget`. `blocking` must be
+    /// what [`WasiSpec::builder`] was given.
+    pub fn guest_fs(
+        &self,
+        budget: std::sync::Arc<crate::fds::FdBudget>,
+        blocking: bool,
+    ) -> Result<crate::fs::GuestFs, SpecError> {
+        Ok(crate::fs::GuestFs::new(self, budget, blocking)?)
     }
 
     /// Builds the guest's WASI context: argv, environment, preopened volumes,

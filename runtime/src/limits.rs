@@ -11,6 +11,8 @@
 //!   guest, sampled at each epoch tick (every [`TICK`]) while wasm code runs.
 //!   Time blocked in sleeps, stdin or I/O does not count; the resolution is one
 //!   tick.
+//! * Host descriptors ([`Limits::max_fds`]): files, directories and sockets
+//!   the guest holds open at once (see `wrun_host_api::fds`).
 
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
@@ -34,6 +36,8 @@ pub struct Limits {
     pub timeout: Option<Duration>,
     /// CPU time spent running the guest.
     pub cpu_time: Option<Duration>,
+    /// Host descriptors the guest may hold at once.
+    pub max_fds: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +46,7 @@ impl Default for Limits {
             memory: DEFAULT_MEMORY_LIMIT,
             timeout: None,
             cpu_time: None,
+            max_fds: wrun_host_api::fds::DEFAULT_INSTANCE_FDS,
         }
     }
 }

@@ -18,7 +18,9 @@ impl Runtime {
         let Ok(linker) = self.module_linker() else {
             return link_failed(app, &error);
         };
-        let host = ModuleHost::empty();
+        let Ok(host) = ModuleHost::empty() else {
+            return link_failed(app, &error);
+        };
         let mut store = Store::new(self.engine(), host);
         let missing: Vec<String> = module
             .imports()

@@ -7,8 +7,9 @@ use crate::{Runtime, RuntimeError};
 use std::time::Duration;
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Module, Store, Trap, UpdateDeadline, WasmBacktrace};
-use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wrun_host_api::fs::p1::WasiP1;
+use wrun_host_api::fs::{FsView, GuestFs};
 use wrun_host_api::net::{Namespace, NetView};
 use wrun_host_api::{NetworkAccess, WasiSpec};
 
@@ -70,17 +71,19 @@ impl std::error::Error for CpuTimeSpent {}
 
 /// Store data of a core module: the preview 1 context.
 pub(crate) struct ModuleHost {
-    wasi: WasiP1Ctx,
+    wasi: WasiP1,
     limiter: MemoryLimiter,
 }
 
 impl ModuleHost {
     /// A host with nothing granted, for inspecting a linker.
-    pub(crate) fn empty() -> ModuleHost {
-        ModuleHost {
-            wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+    pub(crate) fn empty() -> Result<ModuleHost, RunError> {
+        let spec = WasiSpec::default();
+        let fs = spec.guest_fs(wrun_host_api::fds::FdBudget::root(0), true)?;
+        Ok(ModuleHost {
+            wasi: WasiP1::new(wasmtime_wasi::WasiCtxBuilder::new().build_p1(), fs),
             limiter: MemoryLimiter::new(0),
-        }
+        })
     }
 }
 
@@ -90,6 +93,7 @@ pub(crate) struct ComponentHost {
     ctx: WasiCtx,
     table: ResourceTable,
     net: Namespace,
+    fs: GuestFs,
     limiter: MemoryLimiter,
 }
 
@@ -124,8 +128,10 @@ pub(crate) fn module_linker(
 ) -> wasmtime::Result<wasmtime::Linker<ModuleHost>> {
     let mut linker = wasmtime::Linker::new(engine);
     // `wasi_unstable` (preview 0) too: old toolchains still emit it.
-    wasmtime_wasi::p0::add_to_linker_async(&mut linker, |h: &mut ModuleHost| &mut h.wasi)?;
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut ModuleHost| &mut h.wasi)?;
+    wasmtime_wasi::p0::add_to_linker_async(&mut linker, |h: &mut ModuleHost| h.wasi.inner_mut())?;
+    wasmtime_wasi::p1::wasi_snapshot_preview1::add_to_linker(&mut linker, |h: &mut ModuleHost| {
+        &mut h.wasi
+    })?;
     Ok(linker)
 }
 
@@ -135,6 +141,11 @@ pub(crate) fn component_linker(
 ) -> wasmtime::Result<wasmtime::component::Linker<ComponentHost>> {
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wrun_host_api::fs::add_to_linker(&mut linker, |h: &mut ComponentHost| FsView {
+        fs: &mut h.fs,
+        ctx: &mut h.ctx,
+        table: &mut h.table,
+    })?;
     // WASI 0.3 needs concurrent execution, which the serve engine leaves out.
     if engine.get_concurrency_support() {
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
@@ -190,22 +201,34 @@ impl Runtime {
         }
         // Filesystem calls may block the running thread unless a timeout must
         // be able to interrupt them.
-        let builder = &mut spec.builder(limits.timeout.is_none())?;
+        let blocking = limits.timeout.is_none();
+        let builder = &mut spec.builder(blocking)?;
         configure(builder);
         let run = async {
             match &app.code {
                 AppCode::Module(module) => {
-                    let wasi = builder.build_p1();
+                    let fs = spec.guest_fs(net.fd_budget().clone(), blocking)?;
+                    let wasi = WasiP1::new(builder.build_p1(), fs);
+                    if module.imports().any(|i| i.module() == "wasi_unstable")
+                        && let Err(reason) = wasi.check_p0()
+                    {
+                        return Err(RunError::Link {
+                            app: app.name.clone(),
+                            reason,
+                        });
+                    }
                     let mut store = self.new_store(limits, |limiter| ModuleHost { wasi, limiter });
                     let result = self.run_module(&mut store, app, module).await;
                     classify(app, result, store.data().limiter.refused, limits)
                 }
                 AppCode::Component(component) => {
+                    let fs = spec.guest_fs(net.fd_budget().clone(), blocking)?;
                     let (ctx, table) = (builder.build(), ResourceTable::new());
                     let mut store = self.new_store(limits, |limiter| ComponentHost {
                         ctx,
                         table,
                         net,
+                        fs,
                         limiter,
                     });
                     let result = self

@@ -29,6 +29,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use wrun_host_api::WasiSpec;
+use wrun_host_api::fds::FdBudget;
+use wrun_host_api::fs::{FsView, GuestFs};
 use wrun_host_api::http::OutboundHttp;
 use wrun_host_api::net::{Namespace, NetSpec};
 
@@ -147,6 +149,7 @@ pub struct CgiRequest {
 pub(crate) struct ServeHost {
     ctx: WasiCtx,
     table: ResourceTable,
+    fs: GuestFs,
     http: WasiHttpCtx,
     outbound: OutboundHttp,
     limiter: MemoryLimiter,
@@ -185,6 +188,11 @@ pub(crate) fn proxy_linker(
     // std (and others) import `wasi:cli/environment` and friends even in a
     // proxy. Sockets are linked but deny everything (no network is granted).
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wrun_host_api::fs::add_to_linker(&mut linker, |h: &mut ServeHost| FsView {
+        fs: &mut h.fs,
+        ctx: &mut h.ctx,
+        table: &mut h.table,
+    })?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
 }
@@ -411,7 +419,8 @@ impl Function {
         spec.env.extend(cgi_env(&request));
         let stdin = MemoryInputPipe::new(request.body);
         let stdout = MemoryOutputPipe::new(MAX_CGI_RESPONSE);
-        let net = Namespace::start(&NetSpec::default())
+        let fds = FdBudget::instance(self.spec.limits.max_fds);
+        let net = Namespace::start(&NetSpec::default(), fds)
             .await
             .map_err(|e| Outcome::Failed(e.to_string()))?;
         let captured = stdout.clone();
@@ -432,9 +441,15 @@ impl Function {
 
     fn new_store(&self) -> Result<Store<ServeHost>, String> {
         let builder = &mut self.spec.wasi.builder(false).map_err(|e| e.to_string())?;
+        let fs = self
+            .spec
+            .wasi
+            .guest_fs(FdBudget::instance(self.spec.limits.max_fds), false)
+            .map_err(|e| e.to_string())?;
         let host = |limiter| ServeHost {
             ctx: builder.build(),
             table: ResourceTable::new(),
+            fs,
             http: WasiHttpCtx::new(),
             outbound: self.spec.outbound.clone(),
             limiter,

@@ -4,6 +4,7 @@ use crate::common::{PullPolicy, RunOptions, guest_argv, image_store, runtime};
 use anyhow::{Context as _, bail};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use wrun_host_api::fds::FdBudget;
 use wrun_host_api::net::{Namespace, PortMapping};
 use wrun_host_api::{Access, Volume, WasiSpec};
 use wrun_runtime::image::{Image, ImageError, ImageRef, ImageStore, UnpackLimits};
@@ -216,7 +217,7 @@ impl RunCommand {
         tokio.block_on(async {
             // Published ports are bound first: a taken port is reported at
             // once, and clients that connect during compilation just wait.
-            let net = Namespace::start(&net_spec).await?;
+            let net = Namespace::start(&net_spec, FdBudget::instance(limits.max_fds)).await?;
             let mut app = load(runtime)?;
             if let Some(name) = &self.options.name {
                 app = app.renamed(name.clone());

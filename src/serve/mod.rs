@@ -194,6 +194,7 @@ impl Platform {
                 memory: plan.limits.memory,
                 timeout: Some(plan.limits.timeout),
                 cpu_time: None,
+                max_fds: wrun_host_api::fds::DEFAULT_INSTANCE_FDS,
             },
             max_instance_reuse: plan.max_instance_reuse,
         };

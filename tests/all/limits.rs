@@ -92,4 +92,50 @@ for_both_targets!(
     timeout_stops_a_guest_waiting_for_stdin,
     cpu_time_stops_a_busy_guest,
     sleeping_does_not_spend_cpu_time,
+    open_files_are_bounded,
+    the_process_keeps_a_reserve,
 );
+
+/// Files a guest holds open count against its descriptor limit: it gets an
+/// error at the limit, and can open again once it closed some.
+fn open_files_are_bounded(apps: &Apps) {
+    let dir = tempdir();
+    let vol = format!("{}:/d", dir.path().display());
+    let out = wrun()
+        .args(["run", "--ulimit", "nofile=50", "-v", &vol, apps.filetool])
+        .args(["openmany", "/d", "500"])
+        .run();
+    out.assert_success();
+    // The volume's own directory is one of the 50.
+    assert!(out.stdout.starts_with("opened 49\nstopped: "), "{out:#?}");
+    assert!(out.stdout.contains("reopened after closing"), "{out:#?}");
+    // Without a flag the default limit applies.
+    let out = wrun()
+        .args(["run", "-v", &vol, apps.filetool, "openmany", "/d", "5000"])
+        .run();
+    out.assert_success().assert_stdout_contains("opened 1023\n");
+}
+
+/// Whatever one app's own limit, the apps of a wrun process together stay
+/// below the process's RLIMIT_NOFILE, leaving wrun its reserve: the guest
+/// sees an error, wrun keeps working (its output, its exit code).
+fn the_process_keeps_a_reserve(apps: &Apps) {
+    let dir = tempdir();
+    let vol = format!("{}:/d", dir.path().display());
+    let prlimit = crate::registry::find_program("prlimit", "sudo apt-get install -y util-linux");
+    let out = wrun_via(&prlimit, &["--nofile=400:400", "--"])
+        .args([
+            "run",
+            "--ulimit",
+            "nofile=100000",
+            "-v",
+            &vol,
+            apps.filetool,
+        ])
+        .args(["openmany", "/d", "5000"])
+        .run();
+    out.assert_success();
+    // 400 - (256 + 400/16) kept for wrun, one of them the volume's directory.
+    assert!(out.stdout.starts_with("opened 118\nstopped: "), "{out:#?}");
+    assert!(out.stdout.contains("reopened after closing"), "{out:#?}");
+}

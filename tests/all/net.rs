@@ -411,9 +411,21 @@ fn outbound_is_denied_by_default_and_allowed_by_flag() {
 
 #[test]
 fn sockets_per_app_are_bounded() {
+    // The default descriptor limit, then one given with --ulimit.
     let out = wrun().args(["run", P2.tcp_client, "--open", "5000"]).run();
-    out.assert_success().assert_stdout_contains("opened 4096");
+    out.assert_success().assert_stdout_contains("opened 1024");
     assert!(out.stdout.contains("stopped:"), "{out:#?}");
+    let out = wrun()
+        .args([
+            "run",
+            "--ulimit",
+            "nofile=100",
+            P2.tcp_client,
+            "--open",
+            "5000",
+        ])
+        .run();
+    out.assert_success().assert_stdout_contains("opened 100");
 }
 
 #[test]

@@ -452,7 +452,7 @@ pub fn skopeo() -> Command {
 }
 
 /// `/usr/bin/NAME`, else NAME found on PATH; panics with `install` otherwise.
-fn find_program(name: &str, install: &str) -> PathBuf {
+pub fn find_program(name: &str, install: &str) -> PathBuf {
     let usr_bin = Path::new("/usr/bin").join(name);
     if usr_bin.is_file() {
         return usr_bin;

@@ -81,7 +81,18 @@ pub fn shared_home() -> &'static Path {
 }
 
 pub fn wrun() -> Wrun {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wrun"));
+    wrun_command(Command::new(env!("CARGO_BIN_EXE_wrun")))
+}
+
+/// `wrun` started through `program` (e.g. `prlimit --nofile=400 --`), which
+/// is given `args` and then wrun's path.
+pub fn wrun_via(program: &Path, args: &[&str]) -> Wrun {
+    let mut cmd = Command::new(program);
+    cmd.args(args).arg(env!("CARGO_BIN_EXE_wrun"));
+    wrun_command(cmd)
+}
+
+fn wrun_command(mut cmd: Command) -> Wrun {
     cmd.env("WRUN_HOME", shared_home()).env_remove("WRUN_LOG");
     Wrun {
         cmd,

@@ -376,3 +376,226 @@ for_both_targets!(
     volume_at_root_and_nested_volumes,
     relative_host_paths,
 );
+
+mod nested {
+    use super::*;
+
+    for_both_targets!(
+        nested_read_only_volume_wins_for_every_spelling,
+        nested_writable_volume_in_a_read_only_one,
+        nested_mount_point_is_created_in_a_writable_volume,
+    );
+}
+
+/// A rw volume with a read-only one nested in it, as `-v ./app:/app -v
+/// ./app/config:/app/config:ro` (the inner's host directory inside the
+/// outer's), or with the inner's host directory elsewhere:
+///
+/// ```text
+/// app/a.txt                   "outer"
+/// app/sub/                    (empty)
+/// app/link          ->        config
+/// app/link_file     ->        config/settings.txt
+/// app/config/settings.txt     "shadowed" (only when the inner is elsewhere)
+/// inner/settings.txt          "setting"  (the inner volume, when elsewhere)
+/// ```
+struct Nested {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    inner_elsewhere: bool,
+}
+
+impl Nested {
+    fn new(inner_elsewhere: bool) -> Nested {
+        let dir = tempdir();
+        let root = dir.path().canonicalize().unwrap();
+        let app = root.join("app");
+        fs::create_dir_all(app.join("sub")).unwrap();
+        fs::create_dir_all(app.join("config")).unwrap();
+        fs::write(app.join("a.txt"), "outer").unwrap();
+        std::os::unix::fs::symlink("config", app.join("link")).unwrap();
+        std::os::unix::fs::symlink("config/settings.txt", app.join("link_file")).unwrap();
+        if inner_elsewhere {
+            fs::create_dir(root.join("inner")).unwrap();
+            fs::write(root.join("inner/settings.txt"), "setting").unwrap();
+            fs::write(app.join("config/settings.txt"), "shadowed").unwrap();
+        } else {
+            fs::write(app.join("config/settings.txt"), "setting").unwrap();
+        }
+        Nested {
+            _dir: dir,
+            root,
+            inner_elsewhere,
+        }
+    }
+
+    fn inner_host(&self) -> std::path::PathBuf {
+        match self.inner_elsewhere {
+            true => self.root.join("inner"),
+            false => self.root.join("app/config"),
+        }
+    }
+
+    fn run(&self, apps: &Apps, extra: &[&str], args: &[&str]) -> Output {
+        let outer = format!("{}:/app", self.root.join("app").display());
+        let inner = format!("{}:/app/config:ro", self.inner_host().display());
+        wrun()
+            .args(["run", "-v", &outer, "-v", &inner])
+            .args(extra)
+            .arg(apps.filetool)
+            .args(args)
+            .run()
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, String> {
+        let mut map = BTreeMap::new();
+        snapshot_into(&self.root, &self.root, &mut map);
+        map
+    }
+}
+
+fn nested_read_only_volume_wins_for_every_spelling(apps: &Apps) {
+    for inner_elsewhere in [false, true] {
+        let n = Nested::new(inner_elsewhere);
+        // Every spelling reads the inner volume's file, not what it shadows.
+        for path in [
+            "/app/config/settings.txt",
+            "/app/./config/settings.txt",
+            "/app//config/settings.txt",
+            "/app/sub/../config/settings.txt",
+            "/app/link/settings.txt",
+            "/app/link_file",
+        ] {
+            let out = n.run(apps, &[], &["cat", path]);
+            assert_eq!(
+                (out.code, out.stdout.as_str()),
+                (0, "setting"),
+                "`cat {path}` (inner elsewhere: {inner_elsewhere}): {out:?}"
+            );
+        }
+        let before = n.snapshot();
+        let writes: &[&[&str]] = &[
+            &["write", "/app/config/new.txt", "x"],
+            &["write", "/app/./config/new.txt", "x"],
+            &["write", "/app//config/new.txt", "x"],
+            &["write", "/app/sub/../config/new.txt", "x"],
+            &["write", "/app/link/new.txt", "x"],
+            &["write", "/app/link_file", "overwritten"],
+            &["write", "/app/./config/settings.txt", "overwritten"],
+            &["append", "/app/./config/settings.txt", "appended"],
+            &["truncate", "/app/./config/settings.txt", "0"],
+            &["touch", "/app/./config/settings.txt"],
+            &["touch", "/app/link_file"],
+            &["rm", "/app/./config/settings.txt"],
+            &["rm", "/app/link/settings.txt"],
+            &["mkdir", "/app/./config/d"],
+            &["mkdir", "/app/link/d"],
+            &["symlink", "x", "/app/./config/l"],
+            &["rename", "/app/./config/settings.txt", "/app/stolen.txt"],
+            &["rename", "/app/a.txt", "/app/./config/a.txt"],
+            &["rename", "/app/a.txt", "/app/link/a.txt"],
+            &["hardlink", "/app/a.txt", "/app/./config/h"],
+            &["hardlink", "/app/./config/settings.txt", "/app/h"],
+            // The mount point itself cannot be removed or moved away.
+            &["rmdir", "/app/./config"],
+            &["rename", "/app/./config", "/app/moved"],
+            &["rename", "/app/sub", "/app/./config"],
+            &["rm", "/app/./config"],
+        ];
+        for write in writes {
+            let out = n.run(apps, &[], write);
+            out.assert_code(1);
+            assert_eq!(
+                n.snapshot(),
+                before,
+                "`{}` changed the read-only volume (inner elsewhere: {inner_elsewhere})",
+                write.join(" ")
+            );
+        }
+        // A symlink the guest makes in the outer volume leads into the inner
+        // one too, and so does a working directory above the mount point.
+        n.run(apps, &[], &["symlink", "config", "/app/mine"])
+            .assert_success();
+        n.run(apps, &[], &["write", "/app/mine/new.txt", "x"])
+            .assert_code(1);
+        n.run(apps, &["-w", "/app"], &["write", "config/new.txt", "x"])
+            .assert_code(1);
+        n.run(
+            apps,
+            &["-w", "/app"],
+            &["write", "./sub/../config/new.txt", "x"],
+        )
+        .assert_code(1);
+        n.run(
+            apps,
+            &["-w", "/app/sub"],
+            &["cat", "../config/settings.txt"],
+        )
+        .assert_code(1);
+        let out = n.run(apps, &["-w", "/app"], &["cat", "link/settings.txt"]);
+        out.assert_success();
+        assert_eq!(out.stdout, "setting");
+        assert!(!n.inner_host().join("new.txt").exists());
+        assert!(!n.root.join("app/config/new.txt").exists());
+        // The outer volume stays writable.
+        n.run(apps, &[], &["write", "/app/./sub/ok.txt", "ok"])
+            .assert_success();
+        assert_eq!(
+            fs::read_to_string(n.root.join("app/sub/ok.txt")).unwrap(),
+            "ok"
+        );
+    }
+}
+
+fn nested_writable_volume_in_a_read_only_one(apps: &Apps) {
+    let dir = tempdir();
+    let root = dir.path().canonicalize().unwrap();
+    fs::create_dir_all(root.join("app/data")).unwrap();
+    fs::create_dir(root.join("data")).unwrap();
+    std::os::unix::fs::symlink("data", root.join("app/current")).unwrap();
+    let outer = format!("{}:/app:ro", root.join("app").display());
+    let inner = format!("{}:/app/data", root.join("data").display());
+    let run = |args: &[&str]| {
+        wrun()
+            .args(["run", "-v", &outer, "-v", &inner, apps.filetool])
+            .args(args)
+            .run()
+    };
+    for (i, path) in ["/app/data/x", "/app/./data/y", "/app/current/z"]
+        .iter()
+        .enumerate()
+    {
+        run(&["write", path, &i.to_string()]).assert_success();
+    }
+    assert_eq!(fs::read_to_string(root.join("data/x")).unwrap(), "0");
+    assert_eq!(fs::read_to_string(root.join("data/y")).unwrap(), "1");
+    assert_eq!(fs::read_to_string(root.join("data/z")).unwrap(), "2");
+    assert_eq!(fs::read_dir(root.join("app/data")).unwrap().count(), 0);
+    run(&["write", "/app/new.txt", "x"]).assert_code(1);
+}
+
+fn nested_mount_point_is_created_in_a_writable_volume(apps: &Apps) {
+    let dir = tempdir();
+    let root = dir.path().canonicalize().unwrap();
+    fs::create_dir(root.join("app")).unwrap();
+    fs::create_dir(root.join("cfg")).unwrap();
+    fs::write(root.join("cfg/c.txt"), "c").unwrap();
+    let outer = format!("{}:/app", root.join("app").display());
+    let inner = format!("{}:/app/etc/conf:ro", root.join("cfg").display());
+    let out = wrun()
+        .args([
+            "run",
+            "-v",
+            &outer,
+            "-v",
+            &inner,
+            apps.filetool,
+            "cat",
+            "/app/./etc/conf/c.txt",
+        ])
+        .run();
+    out.assert_success();
+    assert_eq!(out.stdout, "c");
+    // As Docker creates a bind mount's target in the volume under it.
+    assert!(root.join("app/etc/conf").is_dir());
+}

@@ -28,6 +28,7 @@ pub use network::{
 pub use policy::{OutboundRule, RuleError};
 pub use publish::{PortMapping, PortSpecError, Protocol};
 
+use crate::fds::{FdBudget, FdGrant};
 use network::Membership;
 use policy::Policy;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -74,8 +75,10 @@ pub struct Namespace {
 }
 
 pub(crate) struct Shared {
-    /// Sockets the guest holds; bounded like a process's descriptors.
-    sockets: std::sync::atomic::AtomicUsize,
+    /// The instance's host descriptors: each socket counts as one, and so
+    /// does every further host socket one holds (a connection waiting in a
+    /// listener's backlog, a rendezvous socket on a network).
+    fds: Arc<FdBudget>,
     memberships: Vec<Membership>,
     policy: Policy,
     published: Vec<Published>,
@@ -97,6 +100,10 @@ pub(crate) struct Incoming {
     pub(crate) conn: Conn,
     pub(crate) local: SocketAddr,
     pub(crate) peer: SocketAddr,
+    /// The descriptor of a connection queued for a listener, which becomes
+    /// the accepted socket's (none for the connecting side, which has its
+    /// socket's own).
+    pub(crate) fd: FdGrant,
 }
 
 /// A datagram delivered to a bound guest UDP socket.
@@ -115,33 +122,32 @@ struct State {
     udp_sockets: Vec<(SocketAddr, mpsc::Sender<Datagram>, u64)>,
 }
 
-/// The most sockets one instance may hold at once.
-pub const MAX_SOCKETS: usize = 4096;
-
-/// One of an instance's sockets, counted against [`MAX_SOCKETS`].
-pub(crate) struct SocketSlot(Arc<Shared>);
+/// One of an instance's sockets: one descriptor of its budget.
+pub(crate) struct SocketSlot {
+    shared: Arc<Shared>,
+    _fd: FdGrant,
+}
 
 impl SocketSlot {
+    /// A new socket's descriptor; at the limit the guest sees
+    /// `new-socket-limit` (`EMFILE`).
     pub(crate) fn take(shared: &Arc<Shared>) -> Result<SocketSlot, ErrorCode> {
-        use std::sync::atomic::Ordering;
-        let taken = shared.sockets.fetch_add(1, Ordering::Relaxed);
-        if taken >= MAX_SOCKETS {
-            shared.sockets.fetch_sub(1, Ordering::Relaxed);
-            return Err(ErrorCode::NewSocketLimit);
+        Ok(SocketSlot {
+            shared: shared.clone(),
+            _fd: shared.take_fd()?,
+        })
+    }
+
+    /// The slot of an accepted connection: the descriptor it was queued with.
+    pub(crate) fn accepted(shared: &Arc<Shared>, fd: FdGrant) -> SocketSlot {
+        SocketSlot {
+            shared: shared.clone(),
+            _fd: fd,
         }
-        Ok(SocketSlot(shared.clone()))
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.0
-    }
-}
-
-impl Drop for SocketSlot {
-    fn drop(&mut self) {
-        self.0
-            .sockets
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        &self.shared
     }
 }
 
@@ -150,8 +156,10 @@ const EPHEMERAL: (u16, u16) = (32768, 60999);
 
 impl Namespace {
     /// Builds the namespace: binds every published host port and joins every
-    /// network (taking an address and the name). Must run inside tokio.
-    pub async fn start(spec: &NetSpec) -> Result<Namespace, NetError> {
+    /// network (taking an address and the name). `fds` is the instance's
+    /// descriptor budget, which its sockets share with its files. Must run
+    /// inside tokio.
+    pub async fn start(spec: &NetSpec, fds: Arc<FdBudget>) -> Result<Namespace, NetError> {
         let mut memberships = Vec::new();
         for info in &spec.networks {
             memberships.push(Membership::join(
@@ -187,7 +195,7 @@ impl Namespace {
             });
         }
         let shared = Shared {
-            sockets: std::sync::atomic::AtomicUsize::new(0),
+            fds,
             memberships,
             policy: Policy::new(spec.outbound.clone()),
             published,
@@ -218,6 +226,11 @@ impl Namespace {
             return Some("--allow-outbound".to_owned());
         }
         None
+    }
+
+    /// The instance's descriptor budget.
+    pub fn fd_budget(&self) -> &Arc<FdBudget> {
+        &self.shared.fds
     }
 
     /// The published ports, as bound.
@@ -393,6 +406,11 @@ pub(crate) enum Route<'a> {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// One host descriptor for the instance, or `new-socket-limit`.
+    pub(crate) fn take_fd(&self) -> Result<FdGrant, ErrorCode> {
+        self.fds.take(1).map_err(|_| ErrorCode::NewSocketLimit)
     }
 
     pub(crate) fn policy(&self) -> &Policy {

@@ -6,6 +6,7 @@ use super::{
     AbortOnDrop, Guard, Incoming, NetView, PEER_HEADER_LEN, Route, Shared, SocketFile, SocketSlot,
     check_remote, parse_peer_header, peer_header,
 };
+use crate::fds::{FdBudget, FdGrant};
 use crate::net::publish::Protocol;
 use std::future::Future;
 use std::io;
@@ -101,19 +102,24 @@ struct Listener {
     _registration: Guard,
     _tasks: Vec<AbortOnDrop>,
     _files: Vec<SocketFile>,
+    /// The rendezvous sockets' descriptors.
+    _fds: Vec<FdGrant>,
 }
 
 impl TcpSocket {
     fn new(ns: &Arc<Shared>, family: IpAddressFamily) -> Result<TcpSocket, ErrorCode> {
-        let slot = SocketSlot::take(ns)?;
-        Ok(TcpSocket {
+        Ok(TcpSocket::with_slot(SocketSlot::take(ns)?, family))
+    }
+
+    fn with_slot(slot: SocketSlot, family: IpAddressFamily) -> TcpSocket {
+        TcpSocket {
             ns: slot.shared().clone(),
             _slot: slot,
             family,
             state: State::Default,
             backlog: DEFAULT_BACKLOG,
             options: Options::default(),
-        })
+        }
     }
 
     fn is_v6(&self) -> bool {
@@ -149,9 +155,11 @@ impl TcpSocket {
         let registration = self.ns.register_listener(addr, tx.clone());
         let mut tasks = Vec::new();
         let mut files = Vec::new();
+        let mut fds = Vec::new();
         // Other members of the instance's networks reach it through a Unix
         // socket per address and port in the network's rendezvous directory.
         for m in self.ns.memberships_at(addr) {
+            fds.push(self.ns.take_fd()?);
             let file = SocketFile::claim(m.tcp_path(m.ip, addr.port()));
             let listener = UnixListener::bind(file.path()).map_err(|e| {
                 tracing::warn!("failed to listen at `{}`: {e}", file.path().display());
@@ -163,6 +171,7 @@ impl TcpSocket {
                 listener,
                 local,
                 tx.clone(),
+                self.ns.fds.clone(),
             ))));
         }
         // Published host ports for this guest port start being accepted now;
@@ -178,6 +187,7 @@ impl TcpSocket {
                 host,
                 local,
                 tx.clone(),
+                self.ns.fds.clone(),
             ))));
         }
         Ok(Listener {
@@ -186,6 +196,7 @@ impl TcpSocket {
             _registration: registration,
             _tasks: tasks,
             _files: files,
+            _fds: fds,
         })
     }
 
@@ -203,6 +214,9 @@ impl TcpSocket {
                         Err(io::ErrorKind::ConnectionRefused.into())
                     }));
                 };
+                // The connecting socket's descriptor covers its end; the
+                // end queued for the listener is one more.
+                let their_fd = self.ns.take_fd()?;
                 let (ours, theirs) = UnixStream::pair().map_err(ErrorCode::from)?;
                 stream::tune_unix(&ours);
                 stream::tune_unix(&theirs);
@@ -217,6 +231,7 @@ impl TcpSocket {
                     conn: Conn::Unix(theirs),
                     local: remote,
                     peer: local,
+                    fd: their_fd,
                 };
                 Ok(Box::pin(async move {
                     listener
@@ -226,6 +241,7 @@ impl TcpSocket {
                         conn: Conn::Unix(ours),
                         local,
                         peer: remote,
+                        fd: FdGrant::none(),
                     })
                 }))
             }
@@ -263,6 +279,7 @@ async fn connect_outbound(local: SocketAddr, remote: SocketAddr) -> io::Result<I
         conn: Conn::Tcp(stream),
         local,
         peer: remote,
+        fd: FdGrant::none(),
     })
 }
 
@@ -284,11 +301,18 @@ async fn connect_peer(
         conn: Conn::Unix(stream),
         local,
         peer: remote,
+        fd: FdGrant::none(),
     })
 }
 
-async fn accept_peers(listener: UnixListener, local: SocketAddr, tx: mpsc::Sender<Incoming>) {
+async fn accept_peers(
+    listener: UnixListener,
+    local: SocketAddr,
+    tx: mpsc::Sender<Incoming>,
+    fds: Arc<FdBudget>,
+) {
     loop {
+        let fd = wait_fd(&fds).await;
         let Ok((mut stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -312,6 +336,7 @@ async fn accept_peers(listener: UnixListener, local: SocketAddr, tx: mpsc::Sende
                     conn: Conn::Unix(stream),
                     local,
                     peer,
+                    fd,
                 })
                 .await;
         });
@@ -322,8 +347,10 @@ async fn accept_published(
     listener: Arc<tokio::net::TcpListener>,
     local: SocketAddr,
     tx: mpsc::Sender<Incoming>,
+    fds: Arc<FdBudget>,
 ) {
     loop {
+        let fd = wait_fd(&fds).await;
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
@@ -334,6 +361,7 @@ async fn accept_published(
                         conn: Conn::Tcp(stream),
                         local,
                         peer,
+                        fd,
                     })
                     .await
                     .is_err()
@@ -347,6 +375,18 @@ async fn accept_published(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Waits until the instance may hold one more host descriptor: a client of
+/// a full instance then waits in the host's backlog, as it would for a
+/// process out of descriptors, instead of being accepted past the limit.
+async fn wait_fd(fds: &Arc<FdBudget>) -> FdGrant {
+    loop {
+        if let Ok(grant) = fds.take(1) {
+            return grant;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -529,15 +569,17 @@ impl tcp::HostTcpSocket for NetView<'_> {
         if !matches!(socket.state, State::Listening(..)) {
             return Err(ErrorCode::InvalidState.into());
         }
-        // Out of sockets: the connection stays queued, as with EMFILE.
-        let mut accepted = TcpSocket::new(&socket.ns, socket.family)?;
         let State::Listening(_, listener) = &mut socket.state else {
             return Err(ErrorCode::InvalidState.into());
         };
-        let incoming = match listener.pending.take() {
+        let mut incoming = match listener.pending.take() {
             Some(incoming) => incoming,
             None => listener.rx.try_recv().map_err(|_| ErrorCode::WouldBlock)?,
         };
+        // The descriptor the connection was queued with becomes the socket's.
+        let fd = std::mem::replace(&mut incoming.fd, FdGrant::none());
+        let mut accepted =
+            TcpSocket::with_slot(SocketSlot::accepted(&socket.ns, fd), socket.family);
         accepted.options = socket.options;
         let (input, output) = accepted.connected(None, incoming);
         let accepted = self.table.push(accepted)?;

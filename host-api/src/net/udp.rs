@@ -12,6 +12,7 @@ use super::{
     AbortOnDrop, Datagram, Guard, NetView, PEER_HEADER_LEN, Route, Shared, SocketFile, SocketSlot,
     check_remote, lock, parse_peer_header, peer_header,
 };
+use crate::fds::FdGrant;
 use crate::net::publish::Protocol;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -59,12 +60,15 @@ struct Bound {
     _guards: Vec<Guard>,
     _tasks: Vec<AbortOnDrop>,
     _files: Vec<SocketFile>,
+    /// The rendezvous sockets' descriptors.
+    _fds: Vec<FdGrant>,
 }
 
 /// A real host socket for allowed outbound traffic, with its reply reader.
 struct Outbound {
     socket: Arc<tokio::net::UdpSocket>,
     _reader: AbortOnDrop,
+    _fd: FdGrant,
 }
 
 struct Inbox {
@@ -85,7 +89,9 @@ pub struct OutgoingDatagrams {
     tx: mpsc::Sender<Datagram>,
     clients: Arc<Mutex<HashMap<SocketAddr, Arc<tokio::net::UdpSocket>>>>,
     outbound: Arc<Mutex<Option<Outbound>>>,
-    unix: Option<std::os::unix::net::UnixDatagram>,
+    /// The unbound socket datagrams to network peers leave from, with its
+    /// descriptor.
+    unix: Option<(std::os::unix::net::UnixDatagram, FdGrant)>,
     permit: u64,
 }
 
@@ -101,7 +107,9 @@ impl UdpSocket {
         let clients = Arc::new(Mutex::new(HashMap::new()));
         let mut tasks = Vec::new();
         let mut files = Vec::new();
+        let mut fds = Vec::new();
         for m in self.ns.memberships_at(addr) {
+            fds.push(self.ns.take_fd()?);
             let file = SocketFile::claim(m.udp_path(m.ip, addr.port()));
             let socket = UnixDatagram::bind(file.path()).map_err(ErrorCode::from)?;
             files.push(file);
@@ -128,6 +136,7 @@ impl UdpSocket {
             _guards: vec![guard, registration],
             _tasks: tasks,
             _files: files,
+            _fds: fds,
         })
     }
 }
@@ -469,12 +478,13 @@ impl OutgoingDatagrams {
                 packet.extend_from_slice(&peer_header(HEADER_MAGIC, from));
                 packet.extend_from_slice(&datagram.data);
                 if self.unix.is_none() {
+                    let fd = self.ns.take_fd()?;
                     let unix =
                         std::os::unix::net::UnixDatagram::unbound().map_err(ErrorCode::from)?;
                     unix.set_nonblocking(true).map_err(ErrorCode::from)?;
-                    self.unix = Some(unix);
+                    self.unix = Some((unix, fd));
                 }
-                if let Some(unix) = &self.unix {
+                if let Some((unix, _)) = &self.unix {
                     // No receiver, or a full one: dropped, as UDP would.
                     let _ = unix.send_to(&packet, &path);
                 }
@@ -498,6 +508,7 @@ impl OutgoingDatagrams {
         if let Some(o) = outbound.as_ref() {
             return Ok(o.socket.clone());
         }
+        let fd = self.ns.take_fd()?;
         let any = if self.v6 {
             IpAddr::V6(Ipv6Addr::UNSPECIFIED)
         } else {
@@ -515,6 +526,7 @@ impl OutgoingDatagrams {
         *outbound = Some(Outbound {
             socket: socket.clone(),
             _reader: reader,
+            _fd: fd,
         });
         Ok(socket)
     }

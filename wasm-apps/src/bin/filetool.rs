@@ -3,7 +3,10 @@
 //! Commands: cat PATH | write PATH TEXT | append PATH TEXT | ls DIR | rm PATH |
 //! mkdir DIR | rmdir DIR | rename FROM TO | symlink TARGET LINK | readlink LINK |
 //! hardlink FROM TO | truncate PATH LEN | touch PATH | stat PATH | pwd | stdin |
-//! fill PATH MIB (write MIB MiB in 1 MiB writes) | drain PATH (read in 1 MiB reads).
+//! fill PATH MIB (write MIB MiB in 1 MiB writes) | drain PATH (read in 1 MiB reads) |
+//! openmany DIR N (create and keep open up to N files in DIR; prints `opened K`
+//! and, if it stopped early, `stopped: <ErrorKind>`; then checks it can still
+//! open one once it closed them).
 //!
 //! Success exits 0. Failure prints `error: <ErrorKind>: <message>` on stderr and
 //! exits 1, so tests can tell a refused operation from a crash.
@@ -90,6 +93,29 @@ fn run(args: &[String]) -> io::Result<()> {
                 total += n as u64;
             }
             writeln!(out, "{total}")?
+        }
+        "openmany" => {
+            let n: usize = arg(2)?
+                .parse()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad count"))?;
+            let mut files = Vec::new();
+            let mut stopped = None;
+            for i in 0..n {
+                match fs::File::create(format!("{}/f{i}", arg(1)?)) {
+                    Ok(f) => files.push(f),
+                    Err(e) => {
+                        stopped = Some(e);
+                        break;
+                    }
+                }
+            }
+            writeln!(out, "opened {}", files.len())?;
+            if let Some(e) = stopped {
+                writeln!(out, "stopped: {:?}", e.kind())?;
+            }
+            files.clear();
+            fs::File::open(format!("{}/f0", arg(1)?))?;
+            writeln!(out, "reopened after closing")?;
         }
         other => {
             return Err(io::Error::new(
