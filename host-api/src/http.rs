@@ -7,6 +7,7 @@
 //! error code; it never traps. Allowed requests go through wasmtime-wasi-http's
 //! own client (HTTP/1.1, with TLS for `https`), which follows no redirects.
 
+use crate::fds::{FdBudget, FdGrant};
 use crate::net::OutboundRule;
 use http::uri::Scheme;
 use std::sync::Arc;
@@ -29,12 +30,24 @@ type SendFuture = Box<
 #[derive(Debug, Clone, Default)]
 pub struct OutboundHttp {
     rules: Arc<[OutboundRule]>,
+    /// The instance's descriptor budget, which each connection counts
+    /// against for as long as it is open.
+    fds: Option<Arc<FdBudget>>,
 }
 
 impl OutboundHttp {
     pub fn new(rules: Vec<OutboundRule>) -> OutboundHttp {
         OutboundHttp {
             rules: rules.into(),
+            fds: None,
+        }
+    }
+
+    /// This policy for one instance, its connections counted against `fds`.
+    pub fn for_instance(&self, fds: Arc<FdBudget>) -> OutboundHttp {
+        OutboundHttp {
+            rules: self.rules.clone(),
+            fds: Some(fds),
         }
     }
 
@@ -66,9 +79,21 @@ impl WasiHttpHooks for OutboundHttp {
             tracing::debug!(uri = %request.uri(), "outgoing request denied");
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        // The connection's descriptor, held until the connection is done.
+        let fd = match &self.fds {
+            Some(fds) => match fds.take(1) {
+                Ok(grant) => grant,
+                Err(_) => return Box::new(async { Err(Error::ConnectionLimitReached) }),
+            },
+            None => FdGrant::none(),
+        };
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let io = async move {
+                let _fd = fd;
+                io.await
+            };
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,

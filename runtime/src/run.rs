@@ -344,6 +344,18 @@ impl Runtime {
         if exports_p3_run
             && let Ok(command) = wasmtime_wasi::p3::bindings::CommandPre::new(pre.clone())
         {
+            // WASI 0.3's filesystem is still wasmtime-wasi's own, without
+            // the mount table: refused rather than enforced halfway.
+            if let Some((outer, inner)) = store.data().fs.nested_volumes() {
+                return Err(RunError::Link {
+                    app: app.name.clone(),
+                    reason: format!(
+                        "volume `{inner}` is nested in volume `{outer}`, which a WASI 0.3 \
+                         component cannot have yet; mount them side by side, or build the app \
+                         for WASI 0.2 (wasm32-wasip2)"
+                    ),
+                });
+            }
             return Ok(async {
                 let command = command.instantiate_async(&mut *store).await?;
                 let result = store

@@ -441,17 +441,19 @@ impl Function {
 
     fn new_store(&self) -> Result<Store<ServeHost>, String> {
         let builder = &mut self.spec.wasi.builder(false).map_err(|e| e.to_string())?;
+        let fds = FdBudget::instance(self.spec.limits.max_fds);
+        let outbound = self.spec.outbound.for_instance(fds.clone());
         let fs = self
             .spec
             .wasi
-            .guest_fs(FdBudget::instance(self.spec.limits.max_fds), false)
+            .guest_fs(fds, false)
             .map_err(|e| e.to_string())?;
         let host = |limiter| ServeHost {
             ctx: builder.build(),
             table: ResourceTable::new(),
             fs,
             http: WasiHttpCtx::new(),
-            outbound: self.spec.outbound.clone(),
+            outbound,
             limiter,
         };
         Ok(self.runtime.new_store(&self.spec.limits, host))

@@ -30,6 +30,9 @@ use std::sync::Arc;
 pub struct GuestFs {
     mounts: Arc<MountTable>,
     nested: bool,
+    /// The first volume found nested in another, and that other, for
+    /// messages.
+    nested_pair: Option<(String, String)>,
     budget: Arc<FdBudget>,
     /// The volume of each preopen, by guest path (`.` for the working
     /// directory), in the order the WASI context lists them.
@@ -54,11 +57,13 @@ impl GuestFs {
         budget: Arc<FdBudget>,
         blocking: bool,
     ) -> Result<GuestFs, GuestFsError> {
-        let nested = spec.volumes.iter().enumerate().any(|(i, v)| {
-            spec.volumes.iter().enumerate().any(|(j, o)| {
-                i != j && o.guest != v.guest && crate::volume::is_within(&v.guest, &o.guest)
-            })
+        let nested_pair = spec.volumes.iter().find_map(|inner| {
+            let outer = spec.volumes.iter().find(|outer| {
+                outer.guest != inner.guest && crate::volume::is_within(&inner.guest, &outer.guest)
+            })?;
+            Some((outer.to_string(), inner.to_string()))
         });
+        let nested = nested_pair.is_some();
         let mut preopens: Vec<(String, usize)> = spec
             .volumes
             .iter()
@@ -85,6 +90,7 @@ impl GuestFs {
         Ok(GuestFs {
             mounts: Arc::new(mounts),
             nested,
+            nested_pair,
             budget,
             preopens,
             volumes: HashMap::new(),
@@ -93,6 +99,11 @@ impl GuestFs {
             _preopened: preopened,
             blocking,
         })
+    }
+
+    /// A volume nested in another, as `(outer, inner)`, if there is one.
+    pub fn nested_volumes(&self) -> Option<&(String, String)> {
+        self.nested_pair.as_ref()
     }
 
     /// The instance's descriptor budget (shared with its sockets).

@@ -424,3 +424,154 @@ fn find_or_create(
 pub(crate) fn errno(e: rustix::io::Errno) -> ErrorCode {
     ErrorCode::from(std::io::Error::from(e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn volume(host: &Path, guest: &str, access: Access) -> Volume {
+        Volume {
+            host: host.to_owned(),
+            guest: guest.to_owned(),
+            access,
+        }
+    }
+
+    /// `outer/` with `cfg/` mounted from `inner/` at `/app/cfg`, and links.
+    fn layout() -> (tempfile::TempDir, MountTable) {
+        let dir = tempfile::tempdir().unwrap();
+        let outer = dir.path().join("outer");
+        std::fs::create_dir_all(outer.join("cfg")).unwrap();
+        std::fs::create_dir_all(outer.join("a/b")).unwrap();
+        std::fs::create_dir(dir.path().join("inner")).unwrap();
+        std::os::unix::fs::symlink("cfg", outer.join("to_cfg")).unwrap();
+        std::os::unix::fs::symlink("a/../to_cfg", outer.join("twisted")).unwrap();
+        std::os::unix::fs::symlink("/etc", outer.join("abs")).unwrap();
+        std::os::unix::fs::symlink("loop2", outer.join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", outer.join("loop2")).unwrap();
+        let table = MountTable::new(&[
+            volume(&outer, "/app", Access::ReadWrite),
+            volume(&dir.path().join("inner"), "/app/cfg", Access::ReadOnly),
+        ])
+        .unwrap();
+        (dir, table)
+    }
+
+    fn resolve(
+        table: &MountTable,
+        path: &str,
+        follow: Follow,
+    ) -> Result<(usize, String, String), ErrorCode> {
+        let budget = FdBudget::root(1000);
+        let root = table.dup_root(0).unwrap();
+        Ok(
+            match table.resolve(root.as_fd(), 0, "", path, follow, &budget)? {
+                Resolved::Entry {
+                    volume, rel, name, ..
+                } => (volume, rel, name),
+                Resolved::Dir { volume, rel, .. } => (volume, rel, ".".to_owned()),
+            },
+        )
+    }
+
+    #[test]
+    fn every_spelling_of_a_mount_point_enters_it() {
+        let (_dir, table) = layout();
+        for path in [
+            "cfg/x",
+            "./cfg/x",
+            "cfg//x",
+            "a/../cfg/x",
+            "a/b/../../cfg/x",
+            "to_cfg/x",
+            "twisted/x",
+        ] {
+            assert_eq!(
+                resolve(&table, path, Follow::Yes).unwrap(),
+                (1, String::new(), "x".to_owned()),
+                "{path}"
+            );
+        }
+        // `..` at the inner root goes back to the outer volume, as at a mount.
+        assert_eq!(
+            resolve(&table, "cfg/../a/x", Follow::Yes).unwrap(),
+            (0, "a".to_owned(), "x".to_owned())
+        );
+        // The mount point itself, not followed, is an entry of the outer one.
+        assert_eq!(
+            resolve(&table, "cfg", Follow::No).unwrap(),
+            (0, String::new(), "cfg".to_owned())
+        );
+        assert_eq!(
+            resolve(&table, "cfg", Follow::Yes).unwrap(),
+            (1, String::new(), ".".to_owned())
+        );
+    }
+
+    #[test]
+    fn escapes_and_loops_are_refused() {
+        let (_dir, table) = layout();
+        assert_eq!(
+            resolve(&table, "..", Follow::Yes).unwrap_err(),
+            ErrorCode::NotPermitted
+        );
+        assert_eq!(
+            resolve(&table, "a/../../x", Follow::Yes).unwrap_err(),
+            ErrorCode::NotPermitted
+        );
+        assert_eq!(
+            resolve(&table, "/etc/passwd", Follow::Yes).unwrap_err(),
+            ErrorCode::NotPermitted
+        );
+        assert_eq!(
+            resolve(&table, "abs/passwd", Follow::Yes).unwrap_err(),
+            ErrorCode::NotPermitted
+        );
+        assert_eq!(
+            resolve(&table, "loop1", Follow::Yes).unwrap_err(),
+            ErrorCode::Loop
+        );
+        assert_eq!(
+            resolve(&table, "", Follow::Yes).unwrap_err(),
+            ErrorCode::NoEntry
+        );
+        assert_eq!(
+            resolve(&table, "missing/x", Follow::Yes).unwrap_err(),
+            ErrorCode::NoEntry
+        );
+        // A missing last component is an entry to create.
+        assert_eq!(
+            resolve(&table, "a/new", Follow::Yes).unwrap(),
+            (0, "a".to_owned(), "new".to_owned())
+        );
+    }
+
+    #[test]
+    fn held_levels_count_against_the_budget() {
+        let (_dir, table) = layout();
+        let root = table.dup_root(0).unwrap();
+        let tight = FdBudget::root(1);
+        assert_eq!(
+            table
+                .resolve(root.as_fd(), 0, "", "a/b/x", Follow::Yes, &tight)
+                .err(),
+            Some(ErrorCode::Quota)
+        );
+        assert_eq!(tight.used(), 0);
+    }
+
+    #[test]
+    fn a_read_only_volume_is_not_given_a_mount_point() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ro")).unwrap();
+        std::fs::create_dir(dir.path().join("rw")).unwrap();
+        let table = MountTable::new(&[
+            volume(&dir.path().join("ro"), "/app", Access::ReadOnly),
+            volume(&dir.path().join("rw"), "/app/data", Access::ReadWrite),
+        ])
+        .unwrap();
+        assert!(!table.has_mounts(0));
+        assert!(!dir.path().join("ro/data").exists());
+    }
+}
