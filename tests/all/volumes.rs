@@ -537,6 +537,10 @@ fn nested_read_only_volume_wins_for_every_spelling(apps: &Apps) {
         assert_eq!(out.stdout, "setting");
         assert!(!n.inner_host().join("new.txt").exists());
         assert!(!n.root.join("app/config/new.txt").exists());
+        // Opening it again and again walks the same way (the benchmark's loop).
+        n.run(apps, &[], &["openloop", "/app/./config/settings.txt", "50"])
+            .assert_success()
+            .assert_stdout_contains("opened 50");
         // The outer volume stays writable.
         n.run(apps, &[], &["write", "/app/./sub/ok.txt", "ok"])
             .assert_success();

@@ -6,7 +6,8 @@
 //! fill PATH MIB (write MIB MiB in 1 MiB writes) | drain PATH (read in 1 MiB reads) |
 //! openmany DIR N (create and keep open up to N files in DIR; prints `opened K`
 //! and, if it stopped early, `stopped: <ErrorKind>`; then checks it can still
-//! open one once it closed them).
+//! open one once it closed them) | openloop PATH N (open and close PATH N times;
+//! prints `opened N` and the time one open took on average, for benchmarks).
 //!
 //! Success exits 0. Failure prints `error: <ErrorKind>: <message>` on stderr and
 //! exits 1, so tests can tell a refused operation from a crash.
@@ -93,6 +94,17 @@ fn run(args: &[String]) -> io::Result<()> {
                 total += n as u64;
             }
             writeln!(out, "{total}")?
+        }
+        "openloop" => {
+            let n: u32 = arg(2)?
+                .parse()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad count"))?;
+            let started = std::time::Instant::now();
+            for _ in 0..n {
+                drop(fs::File::open(arg(1)?)?);
+            }
+            let each = started.elapsed().as_nanos() / u128::from(n.max(1));
+            writeln!(out, "opened {n}, {each} ns each")?;
         }
         "openmany" => {
             let n: usize = arg(2)?
