@@ -9,7 +9,10 @@ use wrun_host_api::net::{
     MAX_APP_NAME, NetSpec, NetworkStore, OutboundRule, PortMapping, default_runtime_dir,
     is_valid_name, prepare_runtime_dir,
 };
-use wrun_host_api::{NetworkAccess, Stdin, Volume, WasiSpec, parse_env_arg, parse_env_file};
+use wrun_host_api::{
+    NetworkAccess, Stdin, Volume, WasiSpec, merge_env, parse_env_arg, parse_env_file,
+};
+use wrun_runtime::input;
 use wrun_runtime::{DEFAULT_MEMORY_LIMIT, Limits, Pooling, Runtime, RuntimeConfig};
 
 /// How an app is started: its view of the host and its limits.
@@ -30,7 +33,8 @@ pub struct RunOptions {
     pub env: Vec<String>,
 
     /// Read environment variables from a file in Docker's format (KEY=VALUE or
-    /// KEY per line, `#` comments). Repeatable.
+    /// KEY per line, `#` comments). Repeatable; a later file wins over an
+    /// earlier one. At most 4 MiB per file.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
 
@@ -186,7 +190,8 @@ impl RunOptions {
     }
 
     /// The guest's world: `argv` (argv[0] first), the environment from
-    /// --env-file then -e (later entries win), volumes, workdir and stdin.
+    /// --env-file then -e (later entries win, at the place of the first),
+    /// volumes, workdir and stdin.
     pub fn wasi_spec(&self, argv: Vec<String>) -> anyhow::Result<WasiSpec> {
         self.wasi_spec_over(argv, Vec::new())
     }
@@ -205,22 +210,16 @@ impl RunOptions {
         };
         let mut env: Vec<(String, String)> = image_env;
         for file in &self.env_files {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("failed to read env file `{}`", file.display()))?;
+            let text = input::read_to_string(file, input::ENV_FILE)?;
             env.extend(parse_env_file(&text, &file.display().to_string(), &lookup)?);
         }
         for arg in &self.env {
             env.extend(parse_env_arg(arg, &lookup)?);
         }
-        // One value per name: the last one given.
-        let mut deduped: Vec<(String, String)> = Vec::with_capacity(env.len());
-        for (name, value) in env {
-            deduped.retain(|(n, _)| *n != name);
-            deduped.push((name, value));
-        }
         Ok(WasiSpec {
             args: argv,
-            env: deduped,
+            // One value per name: the last one given, where it first appeared.
+            env: merge_env(env),
             volumes: self.volumes.clone(),
             workdir: self.workdir.clone(),
             stdin: if self.interactive {

@@ -35,6 +35,7 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
             return match e {
                 LoadError::NotFound { .. } => NOT_FOUND,
                 LoadError::Read { .. }
+                | LoadError::Input(_)
                 | LoadError::Invalid { .. }
                 | LoadError::PrecompiledNotAllowed { .. } => CANNOT_RUN,
             };

@@ -27,6 +27,10 @@ pub use run::RunError;
 pub use serve::{
     Body, CgiRequest, Failure, Function, FunctionKind, FunctionSpec, MAX_CGI_RESPONSE, Outcome,
 };
+/// Size-capped reads of user files and excerpts of user text for messages
+/// (defined in wrun-host-api, the lowest layer, so that its parsers use them
+/// too).
+pub use wrun_host_api::input;
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};

@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod env;
 mod images;
+mod inputs;
 mod limits;
 mod net;
 mod p3;

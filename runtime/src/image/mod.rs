@@ -68,6 +68,9 @@ pub enum ImageError {
     Registry { registry: String, reason: String },
     #[error("{0}")]
     Build(String),
+    /// A user file too large or unreadable (see [`crate::input`]).
+    #[error(transparent)]
+    Input(crate::input::ReadError),
 }
 
 impl ImageError {
@@ -105,7 +108,7 @@ const DOCKER_HUB: &str = "docker.io";
 impl ImageRef {
     pub fn parse(s: &str) -> Result<ImageRef, ImageError> {
         let invalid = |reason: &str| ImageError::InvalidReference {
-            reference: s.to_owned(),
+            reference: crate::input::excerpt(s).to_string(),
             reason: reason.to_owned(),
         };
         let (rest, digest) = match s.split_once('@') {
@@ -324,6 +327,9 @@ mod tests {
                 .unwrap(),
             "localhost/a__b.c-d/e:v1.0"
         );
+        let long = format!("{}:1", "a".repeat(1 << 20));
+        let e = ImageRef::parse(&long).unwrap_err().to_string();
+        assert!(e.len() < 300 && e.contains("bytes)"), "{}", &e[..300]);
         for bad in [
             "a/../b",
             "a//b",
