@@ -87,9 +87,11 @@ pub struct RunOptions {
 
     /// Join a virtual network made with `wrun network create`: the app gets an
     /// address on it, and members reach each other by --name or address,
-    /// also across separate wrun processes. `--network host` instead gives
-    /// the app the host's network unrestricted. Repeatable. [default: none:
-    /// the app has only its own loopback]
+    /// also across separate wrun processes, through Unix sockets in
+    /// $XDG_RUNTIME_DIR/wrun (or $WRUN_HOME/run when XDG_RUNTIME_DIR is
+    /// unset), which must be this user's alone. `--network host` instead
+    /// gives the app the host's network unrestricted. Repeatable. [default:
+    /// none: the app has only its own loopback]
     #[arg(long = "network", value_name = "NAME|host")]
     pub networks: Vec<String>,
 
@@ -149,12 +151,12 @@ impl RunOptions {
             }
             return Ok((NetworkAccess::Host, NetSpec::default()));
         }
-        let runtime_dir = default_runtime_dir();
+        let mut runtime_dir = PathBuf::new();
         let mut networks = Vec::new();
         if !self.networks.is_empty() {
             let home =
                 wrun_home().context("no home directory and no WRUN_HOME: cannot find networks")?;
-            let store = NetworkStore::new(&home, &runtime_dir);
+            let store = NetworkStore::new(&home, &default_runtime_dir(&home));
             for name in &self.networks {
                 if name == "none" {
                     continue;
@@ -164,12 +166,9 @@ impl RunOptions {
                     networks.push(info);
                 }
             }
-            prepare_runtime_dir(&runtime_dir).with_context(|| {
-                format!(
-                    "failed to create the runtime directory `{}`",
-                    runtime_dir.display()
-                )
-            })?;
+            if !networks.is_empty() {
+                runtime_dir = prepare_runtime_dir(store.runtime_dir())?;
+            }
         }
         let spec = NetSpec {
             name: self.name.clone(),

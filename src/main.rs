@@ -19,7 +19,8 @@ use wrun::{commands, exit};
                   options may come before or after APP there, guest arguments after `--`.\n\n\
                   Logging: set WRUN_LOG (e.g. `WRUN_LOG=debug`); default `warn`.\n\
                   State: $WRUN_HOME (default ~/.local/share/wrun) holds images, the compile cache and networks;\n\
-                  sockets of running apps live under $XDG_RUNTIME_DIR/wrun."
+                  sockets of apps on networks live under $XDG_RUNTIME_DIR/wrun, or $WRUN_HOME/run when\n\
+                  XDG_RUNTIME_DIR is unset."
 )]
 struct Wrun {
     #[command(subcommand)]
