@@ -56,14 +56,17 @@ pub enum ImageError {
     InvalidDocument { what: String, reason: String },
     #[error("image `{reference}` cannot run here: {reason}")]
     NotRunnable { reference: String, reason: String },
-    #[error("{context} `{}`: {source}", path.display())]
+    // The reasons below are part of the message and deliberately not
+    // `source()`s: an error that prints its source and also returns it has
+    // the reason printed twice by `{:#}` (and any other chain printer).
+    #[error("{context} `{}`: {reason}", path.display())]
     Io {
         context: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("invalid image: {0}")]
-    Unpack(#[from] unpack::UnpackError),
+    Unpack(unpack::UnpackError),
     #[error("registry `{registry}`: {reason}")]
     Registry { registry: String, reason: String },
     #[error("{0}")]
@@ -79,11 +82,17 @@ impl ImageError {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> ImageError {
         let path = path.into();
-        move |source| ImageError::Io {
+        move |reason| ImageError::Io {
             context,
             path,
-            source,
+            reason,
         }
+    }
+}
+
+impl From<unpack::UnpackError> for ImageError {
+    fn from(e: unpack::UnpackError) -> ImageError {
+        ImageError::Unpack(e)
     }
 }
 
@@ -298,6 +307,32 @@ impl fmt::Debug for ImageRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every error that carries a reason prints it once, also through a
+    /// chain printer such as anyhow's `{:#}`: none returns as its `source()`
+    /// what its message already says.
+    #[test]
+    fn reasons_are_printed_once() {
+        use std::error::Error as _;
+        let io = || std::io::Error::other("Not a directory (os error 20)");
+        let errors = [
+            ImageError::io("failed to create", "/h/images")(io()),
+            ImageError::Unpack(unpack::UnpackError::Write {
+                entry: "a/b".into(),
+                reason: io(),
+            }),
+            ImageError::Unpack(unpack::UnpackError::Read(io())),
+        ];
+        for e in errors {
+            let mut text = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            assert_eq!(text.matches("Not a directory").count(), 1, "{text}");
+        }
+    }
 
     #[test]
     fn references_normalize_like_docker() {

@@ -133,7 +133,11 @@ impl Registry {
         let mut reason = format!("{what}: {e}");
         let mut source = e.source();
         while let Some(cause) = source {
-            reason.push_str(&format!(": {cause}"));
+            // Some errors print their source in their own message too.
+            let text = cause.to_string();
+            if !reason.ends_with(&text) {
+                reason.push_str(&format!(": {text}"));
+            }
             source = cause.source();
         }
         if !self.insecure && is_local(&self.host) && reason.contains("error sending request") {

@@ -643,7 +643,7 @@ pub(crate) fn verify_error(digest: &Digest, e: io::Error) -> ImageError {
         None => ImageError::Io {
             context: "failed to read blob",
             path: PathBuf::from(digest.to_string()),
-            source: e,
+            reason: e,
         },
     }
 }
