@@ -276,7 +276,30 @@ pub fn new_runtime(pooling: Option<Pooling>) -> anyhow::Result<Runtime> {
     if cache_dir.is_none() {
         tracing::warn!("no home directory and no WRUN_HOME: compiled apps will not be cached");
     }
-    Ok(Runtime::new(RuntimeConfig { cache_dir, pooling })?)
+    Ok(Runtime::new(RuntimeConfig {
+        cache_dir,
+        cache_size: cache_size()?,
+        pooling,
+    })?)
+}
+
+/// `WRUN_CACHE_SIZE`: the bound of `$WRUN_HOME/cache` (binary units, e.g.
+/// `512m`, `4g`); unset means the runtime's default (1 GiB).
+pub fn cache_size() -> anyhow::Result<Option<u64>> {
+    let Some(value) = std::env::var_os("WRUN_CACHE_SIZE") else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    let bytes = parse_size::Config::new()
+        .with_binary()
+        .parse_size(text.trim())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "invalid WRUN_CACHE_SIZE `{}`: not a size like `512m` or `4g`: {e}",
+                input::excerpt(&text)
+            )
+        })?;
+    Ok(Some(bytes))
 }
 
 fn parse_publish(s: &str) -> Result<Vec<PortMapping>, String> {

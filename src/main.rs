@@ -19,6 +19,8 @@ use wrun::{commands, exit};
                   options may come before or after APP there, guest arguments after `--`.\n\n\
                   Logging: set WRUN_LOG (e.g. `WRUN_LOG=debug`); default `warn`.\n\
                   State: $WRUN_HOME (default ~/.local/share/wrun) holds images, the compile cache and networks;\n\
+                  the compile cache is bounded by WRUN_CACHE_SIZE (e.g. `512m`, `4g`; default 1g), least\n\
+                  recently used apps going first; `wrun system df` and `wrun system prune` show and reclaim space;\n\
                   sockets of apps on networks live under $XDG_RUNTIME_DIR/wrun, or $WRUN_HOME/run when\n\
                   XDG_RUNTIME_DIR is unset."
 )]
@@ -46,6 +48,7 @@ enum Command {
     Push(commands::registry::PushCommand),
     Login(commands::registry::LoginCommand),
     Logout(commands::registry::LogoutCommand),
+    System(commands::system::SystemCommand),
 }
 
 fn main() {
@@ -75,6 +78,7 @@ fn main() {
         Command::Push(c) => c.execute(),
         Command::Login(c) => c.execute(),
         Command::Logout(c) => c.execute(),
+        Command::System(c) => c.execute(),
     };
     let code = match result {
         Ok(code) => code,

@@ -84,7 +84,12 @@ impl DigestIndex {
     }
 
     pub(crate) fn lookup(&self, stamp: &FileStamp) -> Option<String> {
-        let text = crate::input::read_to_string(&self.dir.join(stamp.key()), ENTRY).ok()?;
+        let file = fs::File::open(self.dir.join(stamp.key())).ok()?;
+        let text = crate::input::read_string_from(&file, "digest entry", ENTRY).ok()?;
+        // Entries are evicted with the artifacts, least recently used first.
+        if let Ok(meta) = file.metadata() {
+            crate::cache::touch(&file, &meta);
+        }
         let digest = text.trim_end();
         (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| digest.to_ascii_lowercase())

@@ -15,4 +15,5 @@ mod p3;
 mod registry;
 mod serve;
 mod stdio;
+mod system;
 mod volumes;

@@ -23,6 +23,7 @@ mod resolve;
 mod spec;
 mod store;
 mod unpack;
+mod volumes;
 
 pub use archive::{LoadReport, load_archive, save_archive};
 pub use build::{BuildSpec, FileTree, build_image};
@@ -33,8 +34,9 @@ pub use registry::{
 };
 pub use resolve::{AppSource as ImageApp, Image, ImageKind};
 pub use spec::{ComponentInfo, Descriptor, Digest, Index, Manifest, WasmConfig};
-pub use store::{ImageEntry, ImageStore, PruneReport};
+pub use store::{ImageEntry, ImageStore, LockGuard, PruneImages, PruneReport, StoreUsage};
 pub use unpack::Limits as UnpackLimits;
+pub use volumes::{AnonymousVolume, VolumeUsage, anonymous_volumes, prune_volumes};
 
 use oci_client::Reference;
 use std::fmt;
