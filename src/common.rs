@@ -9,7 +9,10 @@ use wrun_host_api::net::{
     MAX_APP_NAME, NetSpec, NetworkStore, OutboundRule, PortMapping, default_runtime_dir,
     is_valid_name, prepare_runtime_dir,
 };
-use wrun_host_api::{NetworkAccess, Stdin, Volume, WasiSpec, parse_env_arg, parse_env_file};
+use wrun_host_api::{
+    NetworkAccess, Stdin, Volume, WasiSpec, merge_env, parse_env_arg, parse_env_file,
+};
+use wrun_runtime::input;
 use wrun_runtime::{DEFAULT_MEMORY_LIMIT, Limits, Pooling, Runtime, RuntimeConfig};
 
 /// How an app is started: its view of the host and its limits.
@@ -30,7 +33,8 @@ pub struct RunOptions {
     pub env: Vec<String>,
 
     /// Read environment variables from a file in Docker's format (KEY=VALUE or
-    /// KEY per line, `#` comments). Repeatable.
+    /// KEY per line, `#` comments). Repeatable; a later file wins over an
+    /// earlier one. At most 4 MiB per file.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
 
@@ -94,9 +98,11 @@ pub struct RunOptions {
 
     /// Join a virtual network made with `wrun network create`: the app gets an
     /// address on it, and members reach each other by --name or address,
-    /// also across separate wrun processes. `--network host` instead gives
-    /// the app the host's network unrestricted. Repeatable. [default: none:
-    /// the app has only its own loopback]
+    /// also across separate wrun processes, through Unix sockets in
+    /// $XDG_RUNTIME_DIR/wrun (or $WRUN_HOME/run when XDG_RUNTIME_DIR is
+    /// unset), which must be this user's alone. `--network host` instead
+    /// gives the app the host's network unrestricted. Repeatable. [default:
+    /// none: the app has only its own loopback]
     #[arg(long = "network", value_name = "NAME|host")]
     pub networks: Vec<String>,
 
@@ -156,12 +162,12 @@ impl RunOptions {
             }
             return Ok((NetworkAccess::Host, NetSpec::default()));
         }
-        let runtime_dir = default_runtime_dir();
+        let mut runtime_dir = PathBuf::new();
         let mut networks = Vec::new();
         if !self.networks.is_empty() {
             let home =
                 wrun_home().context("no home directory and no WRUN_HOME: cannot find networks")?;
-            let store = NetworkStore::new(&home, &runtime_dir);
+            let store = NetworkStore::new(&home, &default_runtime_dir(&home));
             for name in &self.networks {
                 if name == "none" {
                     continue;
@@ -171,12 +177,9 @@ impl RunOptions {
                     networks.push(info);
                 }
             }
-            prepare_runtime_dir(&runtime_dir).with_context(|| {
-                format!(
-                    "failed to create the runtime directory `{}`",
-                    runtime_dir.display()
-                )
-            })?;
+            if !networks.is_empty() {
+                runtime_dir = prepare_runtime_dir(store.runtime_dir())?;
+            }
         }
         let spec = NetSpec {
             name: self.name.clone(),
@@ -202,7 +205,8 @@ impl RunOptions {
     }
 
     /// The guest's world: `argv` (argv[0] first), the environment from
-    /// --env-file then -e (later entries win), volumes, workdir and stdin.
+    /// --env-file then -e (later entries win, at the place of the first),
+    /// volumes, workdir and stdin.
     pub fn wasi_spec(&self, argv: Vec<String>) -> anyhow::Result<WasiSpec> {
         self.wasi_spec_over(argv, Vec::new())
     }
@@ -221,22 +225,16 @@ impl RunOptions {
         };
         let mut env: Vec<(String, String)> = image_env;
         for file in &self.env_files {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("failed to read env file `{}`", file.display()))?;
+            let text = input::read_to_string(file, input::ENV_FILE)?;
             env.extend(parse_env_file(&text, &file.display().to_string(), &lookup)?);
         }
         for arg in &self.env {
             env.extend(parse_env_arg(arg, &lookup)?);
         }
-        // One value per name: the last one given.
-        let mut deduped: Vec<(String, String)> = Vec::with_capacity(env.len());
-        for (name, value) in env {
-            deduped.retain(|(n, _)| *n != name);
-            deduped.push((name, value));
-        }
         Ok(WasiSpec {
             args: argv,
-            env: deduped,
+            // One value per name: the last one given, where it first appeared.
+            env: merge_env(env),
             volumes: self.volumes.clone(),
             workdir: self.workdir.clone(),
             stdin: if self.interactive {
@@ -294,7 +292,30 @@ pub fn new_runtime(pooling: Option<Pooling>) -> anyhow::Result<Runtime> {
     if cache_dir.is_none() {
         tracing::warn!("no home directory and no WRUN_HOME: compiled apps will not be cached");
     }
-    Ok(Runtime::new(RuntimeConfig { cache_dir, pooling })?)
+    Ok(Runtime::new(RuntimeConfig {
+        cache_dir,
+        cache_size: cache_size()?,
+        pooling,
+    })?)
+}
+
+/// `WRUN_CACHE_SIZE`: the bound of `$WRUN_HOME/cache` (binary units, e.g.
+/// `512m`, `4g`); unset means the runtime's default (1 GiB).
+pub fn cache_size() -> anyhow::Result<Option<u64>> {
+    let Some(value) = std::env::var_os("WRUN_CACHE_SIZE") else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    let bytes = parse_size::Config::new()
+        .with_binary()
+        .parse_size(text.trim())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "invalid WRUN_CACHE_SIZE `{}`: not a size like `512m` or `4g`: {e}",
+                input::excerpt(&text)
+            )
+        })?;
+    Ok(Some(bytes))
 }
 
 fn parse_publish(s: &str) -> Result<Vec<PortMapping>, String> {

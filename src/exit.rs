@@ -24,9 +24,11 @@ pub const TABLE: &str = "Exit codes:\n  \
     0-125  the app's own exit code, passed through\n  \
     125    wrun failed: bad flags, bad configuration, or an internal error\n  \
     126    the app could not start: unreadable or invalid wasm, unknown imports, no entry point,\n  \
-           a corrupted or unrunnable image\n  \
+           instantiation failed before any of its code ran (e.g. a shared memory, a data\n  \
+           segment that does not fit), a corrupted or unrunnable image\n  \
     127    the app file or image was not found\n  \
-    134    the app trapped (the trap and a short backtrace are printed)\n  \
+    134    the app trapped, also in its start function (the trap and a short backtrace\n  \
+           are printed)\n  \
     137    the app exceeded a limit (--memory, --timeout, --cpu-time)";
 
 pub fn code_for(error: &anyhow::Error) -> i32 {
@@ -35,6 +37,7 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
             return match e {
                 LoadError::NotFound { .. } => NOT_FOUND,
                 LoadError::Read { .. }
+                | LoadError::Input(_)
                 | LoadError::Invalid { .. }
                 | LoadError::PrecompiledNotAllowed { .. } => CANNOT_RUN,
             };
@@ -54,7 +57,8 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
             return match e {
                 RunError::UnknownImports { .. }
                 | RunError::Link { .. }
-                | RunError::NoEntryPoint { .. } => CANNOT_RUN,
+                | RunError::NoEntryPoint { .. }
+                | RunError::CannotStart { .. } => CANNOT_RUN,
                 RunError::Trap { .. } => TRAP,
                 RunError::LimitExceeded { .. } => LIMIT,
                 RunError::Spec(_)
@@ -69,8 +73,23 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
 }
 
 /// The error chain on one line (`a: b: c`), plus a trap's backtrace.
+///
+/// Each reason is said once: a cause whose text the message so far already
+/// ends with is skipped. Errors that print their source in their own message
+/// and also return it from `source()` (a common pattern, also in
+/// dependencies) would otherwise repeat it, as `{:#}` does.
 pub fn describe(error: &anyhow::Error) -> String {
-    let mut text = format!("{error:#}");
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
     for cause in error.chain() {
         if let Some(RunError::Trap { backtrace, .. }) = cause.downcast_ref::<RunError>()
             && !backtrace.is_empty()
@@ -82,4 +101,45 @@ pub fn describe(error: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that prints its source and also returns it from `source()`.
+    #[derive(Debug)]
+    struct Repeats {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Repeats {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "failed to open `x`: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Repeats {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn each_reason_is_said_once() {
+        let io = std::io::Error::other("not a directory");
+        let error = anyhow::Error::new(Repeats { source: io }).context("failed to load `a.tar`");
+        assert_eq!(
+            format!("{error:#}"),
+            "failed to load `a.tar`: failed to open `x`: not a directory: not a directory",
+            "what anyhow prints"
+        );
+        assert_eq!(
+            describe(&error),
+            "failed to load `a.tar`: failed to open `x`: not a directory"
+        );
+        // A cause that adds something is kept, even if it is short.
+        let error = anyhow::anyhow!("EOF").context("invalid `EOF.toml`");
+        assert_eq!(describe(&error), "invalid `EOF.toml`: EOF");
+    }
 }

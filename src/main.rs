@@ -19,7 +19,10 @@ use wrun::{commands, exit};
                   options may come before or after APP there, guest arguments after `--`.\n\n\
                   Logging: set WRUN_LOG (e.g. `WRUN_LOG=debug`); default `warn`.\n\
                   State: $WRUN_HOME (default ~/.local/share/wrun) holds images, the compile cache and networks;\n\
-                  sockets of running apps live under $XDG_RUNTIME_DIR/wrun."
+                  the compile cache is bounded by WRUN_CACHE_SIZE (e.g. `512m`, `4g`; default 1g), least\n\
+                  recently used apps going first; `wrun system df` and `wrun system prune` show and reclaim space;\n\
+                  sockets of apps on networks live under $XDG_RUNTIME_DIR/wrun, or $WRUN_HOME/run when\n\
+                  XDG_RUNTIME_DIR is unset."
 )]
 struct Wrun {
     #[command(subcommand)]
@@ -45,6 +48,7 @@ enum Command {
     Push(commands::registry::PushCommand),
     Login(commands::registry::LoginCommand),
     Logout(commands::registry::LogoutCommand),
+    System(commands::system::SystemCommand),
 }
 
 fn main() {
@@ -77,6 +81,7 @@ fn main() {
         Command::Push(c) => c.execute(),
         Command::Login(c) => c.execute(),
         Command::Logout(c) => c.execute(),
+        Command::System(c) => c.execute(),
     };
     let code = match result {
         Ok(code) => code,

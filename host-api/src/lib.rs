@@ -13,10 +13,11 @@ pub mod env;
 pub mod fds;
 pub mod fs;
 pub mod http;
+pub mod input;
 pub mod net;
 pub mod volume;
 mod wasi;
 
-pub use env::{EnvError, parse_env_arg, parse_env_file};
+pub use env::{EnvError, merge_env, parse_env_arg, parse_env_file};
 pub use volume::{Access, Volume, VolumeError};
 pub use wasi::{NetworkAccess, SpecError, Stdin, WasiSpec};

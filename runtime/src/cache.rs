@@ -15,12 +15,54 @@
 //! Entries are written to a temporary file, synced and renamed into place, and
 //! never modified afterwards, so a reader sees the old entry, the new one, or
 //! none, and a mapping stays valid even if the entry is replaced meanwhile.
+//!
+//! The cache is bounded ([`DEFAULT_CACHE_SIZE`], or `WRUN_CACHE_SIZE`): after
+//! each write, the least recently used files of the whole cache (every
+//! engine's artifacts and the digest index) are removed until it is back
+//! under 90% of the bound. Recency is the file's mtime, set on every hit
+//! that finds it older than a minute: one `futimens` on the open file,
+//! unlike atime, which relatime and noatime mounts do not keep. Eviction only
+//! ever unlinks: a process that has an entry open or mapped keeps its pages
+//! (Linux frees them when the last mapping goes), while truncating or
+//! rewriting a mapped file would pull the code from under it, so nothing in
+//! the cache is ever truncated or written in place.
+//!
+//! Temporary files of a write that was killed stay as `.tmp-*`; they are
+//! removed once they are an hour old ([`STALE_TEMP`]), at most once an hour
+//! per cache, when a runtime starts. An age rather than a lock: a write takes
+//! seconds at most (the artifact is compiled in memory first), and removing
+//! a temporary file too early only makes that writer's rename fail, which it
+//! logs and survives, so writers need not pay for a lock.
 
 use crate::load::AppKind;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The default bound of the compile cache: 1 GiB, as wasmtime's own cache's
+/// soft limit.
+pub const DEFAULT_CACHE_SIZE: u64 = 1 << 30;
+
+/// Eviction frees down to this share of the bound (in percent), so that a
+/// full cache does not evict on every write.
+const LOW_WATER_PERCENT: u64 = 90;
+
+/// A hit re-stamps its entry when the stamp is older than this: recency to
+/// the minute, without a write on every start.
+const TOUCH_AFTER: Duration = Duration::from_secs(60);
+
+/// A temporary file this old is left over from a write that was killed.
+pub const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
+
+/// How often a start looks for stale temporary files (and evicts, in case
+/// the bound was lowered).
+const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Beside the cache directory (`cache.swept`), the file whose mtime says when
+/// the cache was last swept: outside it, so that the cache holds entries only.
+const SWEPT: &str = "swept";
 
 const TRAILER_MAGIC: &[u8; 15] = b"wrun-cwasm-v2\0\0";
 pub(crate) const TRAILER_LEN: usize = TRAILER_MAGIC.len() + 1 + blake3::OUT_LEN;
@@ -59,15 +101,33 @@ pub enum CacheError {
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
     dir: PathBuf,
+    root: CacheRoot,
+    max_size: u64,
 }
 
 impl ArtifactCache {
     /// `root` is `$WRUN_HOME/cache`; `engine_key` identifies the engine
-    /// configuration (see the module docs).
+    /// configuration (see the module docs). Bounded by [`DEFAULT_CACHE_SIZE`].
     pub fn new(root: &Path, engine_key: &str) -> ArtifactCache {
         ArtifactCache {
             dir: root.join(engine_key),
+            root: CacheRoot::new(root),
+            max_size: DEFAULT_CACHE_SIZE,
         }
+    }
+
+    /// The same cache with another bound, in bytes, for the whole of `root`.
+    pub fn with_max_size(mut self, max_size: u64) -> ArtifactCache {
+        self.max_size = max_size;
+        self
+    }
+
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    pub fn root(&self) -> &CacheRoot {
+        &self.root
     }
 
     pub fn dir(&self) -> &Path {
@@ -95,7 +155,8 @@ impl ArtifactCache {
             path: path.clone(),
             reason,
         };
-        let len = file.metadata().map_err(read_err)?.len();
+        let meta = file.metadata().map_err(read_err)?;
+        let len = meta.len();
         if len < TRAILER_LEN as u64 {
             return Err(corrupted("shorter than its trailer"));
         }
@@ -131,6 +192,7 @@ impl ArtifactCache {
         if hasher.finalize().as_bytes() != digest_bytes {
             return Err(corrupted("its digest does not match its contents"));
         }
+        touch(&file, &meta);
         Ok(Some(CachedArtifact { file, kind }))
     }
 
@@ -155,12 +217,248 @@ impl ArtifactCache {
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(write_err)?;
         tmp.persist(&path).map_err(|e| write_err(e.error))?;
+        self.root.evict(self.max_size, Some(&path));
         Ok(())
     }
 
     /// Removes the entry for `digest`, if any (used after a failed verification).
     pub fn remove(&self, digest: &str) {
         let _ = fs::remove_file(self.entry_path(digest));
+    }
+}
+
+/// Marks `file` as just used, if its mark is older than [`TOUCH_AFTER`].
+/// A failure (a cache owned by someone else) only costs recency.
+pub(crate) fn touch(file: &fs::File, meta: &fs::Metadata) {
+    let now = SystemTime::now();
+    let stale = meta
+        .modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_none_or(|age| age >= TOUCH_AFTER);
+    if stale && let Err(e) = file.set_modified(now) {
+        tracing::debug!("failed to mark a cache entry as used: {e}");
+    }
+}
+
+/// A file of the cache, as eviction and `wrun system df` see it.
+#[derive(Debug, Clone)]
+pub struct CacheFile {
+    pub path: PathBuf,
+    /// Bytes on disk (allocated blocks).
+    pub size: u64,
+    /// When it was last used (its mtime).
+    pub used: SystemTime,
+    /// A compiled artifact (else an entry of the digest index).
+    pub artifact: bool,
+}
+
+/// The whole compile cache, `$WRUN_HOME/cache`: every engine's directory of
+/// artifacts and the digest index.
+#[derive(Debug, Clone)]
+pub struct CacheRoot {
+    root: PathBuf,
+}
+
+impl CacheRoot {
+    pub fn new(root: &Path) -> CacheRoot {
+        CacheRoot {
+            root: root.to_owned(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every file of the cache but temporary files, oldest use first.
+    pub fn files(&self) -> Vec<CacheFile> {
+        let mut files = Vec::new();
+        for (dir, _) in self.dirs() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                if !meta.is_file() {
+                    continue;
+                }
+                files.push(CacheFile {
+                    path: entry.path(),
+                    size: meta.blocks() * 512,
+                    used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    artifact: name.to_string_lossy().ends_with(".cwasm"),
+                });
+            }
+        }
+        files.sort_by_key(|f| f.used);
+        files
+    }
+
+    /// The directories of the cache: each engine's, and the digest index.
+    fn dirs(&self) -> Vec<(PathBuf, bool)> {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| (e.path(), e.file_name() != "digests"))
+            .collect()
+    }
+
+    /// Removes the least recently used files until the cache holds at most
+    /// [`LOW_WATER_PERCENT`]% of `max_size`, if it holds more than
+    /// `max_size`; `keep` (the entry just written) is never removed.
+    /// Returns the bytes freed. Failures are logged: a cache over its bound
+    /// is not worth failing a run for.
+    pub fn evict(&self, max_size: u64, keep: Option<&Path>) -> u64 {
+        let files = self.files();
+        let mut total: u64 = files.iter().map(|f| f.size).sum();
+        if total <= max_size {
+            return 0;
+        }
+        let target = max_size / 100 * LOW_WATER_PERCENT;
+        let mut freed = 0;
+        for file in files {
+            if total <= target {
+                break;
+            }
+            if keep == Some(file.path.as_path()) {
+                continue;
+            }
+            match fs::remove_file(&file.path) {
+                Ok(()) => {
+                    tracing::debug!(path = %file.path.display(), "evicted from the compile cache");
+                    total -= file.size;
+                    freed += file.size;
+                }
+                // Evicted by a concurrent wrun meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => total -= file.size,
+                Err(e) => {
+                    tracing::warn!("failed to evict `{}`: {e}", file.path.display());
+                }
+            }
+        }
+        freed
+    }
+
+    /// Removes temporary files older than `age`; returns their count and
+    /// bytes.
+    pub fn sweep_temps(&self, age: Duration) -> (usize, u64) {
+        let now = SystemTime::now();
+        let (mut count, mut bytes) = (0, 0);
+        for (dir, _) in self.dirs() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|a| a >= age);
+                if old && fs::remove_file(entry.path()).is_ok() {
+                    count += 1;
+                    bytes += meta.blocks() * 512;
+                }
+            }
+        }
+        (count, bytes)
+    }
+
+    /// At most once an hour (see the module docs): removes stale temporary
+    /// files and evicts down to `max_size`. One `stat` when not due.
+    pub fn sweep_if_due(&self, max_size: u64) {
+        let marker = self.root.with_extension(SWEPT);
+        let due = fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_none_or(|age| age >= SWEEP_EVERY);
+        if !due || !self.root.is_dir() {
+            return;
+        }
+        let (count, _) = self.sweep_temps(STALE_TEMP);
+        if count > 0 {
+            tracing::debug!(count, "removed temporary files of interrupted cache writes");
+        }
+        self.evict(max_size, None);
+        let stamped = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&marker)
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        if let Err(e) = stamped {
+            tracing::debug!("failed to stamp `{}`: {e}", marker.display());
+        }
+    }
+
+    /// The cache's files that some process has mapped now (Linux: from
+    /// `/proc/*/maps`, as far as this user may read them), i.e. in use by a
+    /// running app. Empty where that cannot be told.
+    pub fn mapped(&self) -> std::collections::HashSet<PathBuf> {
+        const MAPS: crate::input::Kind = crate::input::Kind {
+            what: "memory map",
+            limit: 64 << 20,
+        };
+        let mut mapped = std::collections::HashSet::new();
+        let (Ok(root), Ok(procs)) = (fs::canonicalize(&self.root), fs::read_dir("/proc")) else {
+            return mapped;
+        };
+        for entry in procs.flatten() {
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
+                continue;
+            }
+            let Ok(text) = crate::input::read_to_string(&entry.path().join("maps"), MAPS) else {
+                continue;
+            };
+            for line in text.lines() {
+                // The path is the sixth field, and may contain spaces.
+                if let Some(at) = line.find('/') {
+                    let path = Path::new(&line[at..]);
+                    if path.starts_with(&root) {
+                        mapped.insert(path.to_owned());
+                    }
+                }
+            }
+        }
+        mapped
+    }
+
+    /// Removes every file of the cache (`wrun system prune -a`), temporary
+    /// files only when older than [`STALE_TEMP`]; returns the files removed
+    /// and their bytes. Processes using an entry keep it (see the module
+    /// docs).
+    pub fn clear(&self) -> (Vec<CacheFile>, u64) {
+        let mut removed = Vec::new();
+        let mut bytes = 0;
+        for file in self.files() {
+            if fs::remove_file(&file.path).is_ok() {
+                bytes += file.size;
+                removed.push(file);
+            }
+        }
+        bytes += self.sweep_temps(STALE_TEMP).1;
+        (removed, bytes)
     }
 }
 
@@ -206,5 +504,82 @@ mod tests {
         assert!(cache.get("abc").unwrap().is_none());
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(cache.dir()).unwrap().count(), 0);
+    }
+
+    /// An entry of `len` bytes, last used `age` ago.
+    fn entry(cache: &ArtifactCache, name: &str, len: usize, age: Duration) -> PathBuf {
+        cache.put(name, AppKind::Module, &vec![7; len]).unwrap();
+        let path = cache.entry_path(name);
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+        path
+    }
+
+    #[test]
+    fn eviction_keeps_the_most_recently_used_under_the_bound() {
+        let root = tempfile::tempdir().unwrap();
+        let unbounded = ArtifactCache::new(root.path(), "engine").with_max_size(u64::MAX);
+        let hour = Duration::from_secs(3600);
+        let old = entry(&unbounded, "old", 100 << 10, 3 * hour);
+        let used = entry(&unbounded, "used", 100 << 10, 2 * hour);
+        let recent = entry(&unbounded, "recent", 100 << 10, hour);
+        // Another engine's entry counts against the same bound.
+        let other = ArtifactCache::new(root.path(), "other-engine").with_max_size(u64::MAX);
+        let stale = entry(&other, "stale", 100 << 10, 4 * hour);
+
+        // A hit marks `used` as just used.
+        unbounded.get("used").unwrap().unwrap();
+        let size = |p: &Path| fs::metadata(p).unwrap().blocks() * 512;
+        let bound = size(&used) + size(&recent) + size(&used) / 2;
+        let cache = ArtifactCache::new(root.path(), "engine").with_max_size(bound);
+        let new = entry(&cache, "new", 100 << 10, Duration::ZERO);
+        // The write went over the bound: the least recently used went
+        // first (the other engine's, then `old`, then `recent`), until the
+        // rest fit.
+        assert!(!stale.exists() && !old.exists() && !recent.exists());
+        assert!(used.exists() && new.exists());
+        let total: u64 = cache.root().files().iter().map(|f| f.size).sum();
+        assert!(total <= bound, "{total} > {bound}");
+
+        // The entry just written stays even when it alone is over the bound.
+        let tiny = ArtifactCache::new(root.path(), "engine").with_max_size(1);
+        let big = entry(&tiny, "big", 200 << 10, Duration::ZERO);
+        assert!(big.exists());
+        assert_eq!(tiny.root().files().len(), 1);
+    }
+
+    #[test]
+    fn stale_temporary_files_are_swept_and_fresh_ones_kept() {
+        let home = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::new(&home.path().join("cache"), "engine");
+        cache.put("abc", AppKind::Module, b"artifact").unwrap();
+        let stale = cache.dir().join(".tmp-killed.cwasm");
+        let fresh = cache.dir().join(".tmp-writing.cwasm");
+        for path in [&stale, &fresh] {
+            fs::write(path, b"half an artifact").unwrap();
+        }
+        fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(SystemTime::now() - 2 * STALE_TEMP)
+            .unwrap();
+        cache.root().sweep_if_due(DEFAULT_CACHE_SIZE);
+        assert!(
+            !stale.exists(),
+            "a temporary file older than an hour is gone"
+        );
+        assert!(fresh.exists(), "one a writer may still be writing is kept");
+        assert!(cache.get("abc").unwrap().is_some());
+        // Not due again within the hour: nothing is even looked at.
+        fs::write(&stale, b"x").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(SystemTime::now() - 2 * STALE_TEMP)
+            .unwrap();
+        cache.root().sweep_if_due(DEFAULT_CACHE_SIZE);
+        assert!(stale.exists());
     }
 }

@@ -19,6 +19,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// An entry is a digest and a newline; anything much larger is not one.
+const ENTRY: crate::input::Kind = crate::input::Kind {
+    what: "digest entry",
+    limit: 1 << 10,
+};
+
 /// Files changed more recently than this are hashed on every run.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -78,7 +84,12 @@ impl DigestIndex {
     }
 
     pub(crate) fn lookup(&self, stamp: &FileStamp) -> Option<String> {
-        let text = fs::read_to_string(self.dir.join(stamp.key())).ok()?;
+        let file = fs::File::open(self.dir.join(stamp.key())).ok()?;
+        let text = crate::input::read_string_from(&file, "digest entry", ENTRY).ok()?;
+        // Entries are evicted with the artifacts, least recently used first.
+        if let Ok(meta) = file.metadata() {
+            crate::cache::touch(&file, &meta);
+        }
         let digest = text.trim_end();
         (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| digest.to_ascii_lowercase())

@@ -2,7 +2,7 @@
 //! AOT cache, limits, and running instances.
 //!
 //! ```text
-//! let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(home.join("cache")) })?;
+//! let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(home.join("cache")), ..Default::default() })?;
 //! let app = match runtime.lookup(path)? {
 //!     Lookup::Cached(app) => app,
 //!     Lookup::Source(source) => runtime.compile(&source)?, // or refuse precompiled ones
@@ -19,7 +19,9 @@ mod load;
 mod run;
 mod serve;
 
-pub use cache::{ArtifactCache, CacheError, CachedArtifact};
+pub use cache::{
+    ArtifactCache, CacheError, CacheFile, CacheRoot, CachedArtifact, DEFAULT_CACHE_SIZE, STALE_TEMP,
+};
 pub use limits::{DEFAULT_MEMORY_LIMIT, LimitExceeded, Limits, Size, TICK, humanize};
 pub use load::{App, AppKind, AppSource, LoadError, SourceKind};
 
@@ -27,6 +29,10 @@ pub use run::RunError;
 pub use serve::{
     Body, CgiRequest, Failure, Function, FunctionKind, FunctionSpec, MAX_CGI_RESPONSE, Outcome,
 };
+/// Size-capped reads of user files and excerpts of user text for messages
+/// (defined in wrun-host-api, the lowest layer, so that its parsers use them
+/// too).
+pub use wrun_host_api::input;
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -54,6 +60,9 @@ pub struct RuntimeConfig {
     /// Where compiled artifacts are cached (`$WRUN_HOME/cache`); `None`
     /// disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// The bound of the whole cache directory, in bytes; `None` is
+    /// [`DEFAULT_CACHE_SIZE`].
+    pub cache_size: Option<u64>,
     /// Allocate instances from a pool (for `wrun serve`) rather than on
     /// demand.
     pub pooling: Option<Pooling>,
@@ -108,8 +117,14 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let engine = Engine::new(&engine_config(config.pooling)).map_err(RuntimeError::Engine)?;
-        let cache =
-            (config.cache_dir.as_ref()).map(|root| ArtifactCache::new(root, &engine_key(&engine)));
+        let max_size = config.cache_size.unwrap_or(DEFAULT_CACHE_SIZE);
+        let cache = (config.cache_dir.as_ref()).map(|root| {
+            let cache = ArtifactCache::new(root, &engine_key(&engine)).with_max_size(max_size);
+            // Leftovers of killed writes, and a bound lowered since: checked
+            // at most hourly, one stat otherwise.
+            cache.root().sweep_if_due(max_size);
+            cache
+        });
         let digests = (config.cache_dir.as_ref()).map(|root| digests::DigestIndex::new(root));
         Ok(Runtime {
             engine,

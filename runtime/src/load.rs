@@ -57,6 +57,9 @@ pub enum LoadError {
         path: String,
         reason: std::io::Error,
     },
+    /// Too large (see [`crate::input::APP_FILE`]).
+    #[error(transparent)]
+    Input(crate::input::ReadError),
     #[error("failed to load app `{name}`: {reason}")]
     Invalid { name: String, reason: String },
     #[error(
@@ -71,7 +74,10 @@ impl AppSource {
     /// file's base name.
     pub fn read(path: &Path) -> Result<AppSource, LoadError> {
         let before = stat(path)?;
-        let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
+        let bytes = crate::input::read(path, crate::input::APP_FILE).map_err(|e| match e {
+            crate::input::ReadError::Io { reason, .. } => read_error(path, reason),
+            e => LoadError::Input(e),
+        })?;
         let after = stat(path)?;
         let mut source = AppSource::from_bytes(app_name(path), bytes);
         source.stamp = (before == after).then_some(after);

@@ -27,6 +27,11 @@ pub enum RunError {
     Link { app: String, reason: String },
     #[error("app `{app}` has no entry point: {reason}")]
     NoEntryPoint { app: String, reason: String },
+    /// Instantiation failed before any of the app's code ran (e.g. a shared
+    /// memory this engine does not support, a data segment that does not
+    /// fit its memory).
+    #[error("app `{app}` could not start: {reason}")]
+    CannotStart { app: String, reason: String },
     #[error("app `{app}` trapped: {message}")]
     Trap {
         app: String,
@@ -55,6 +60,22 @@ fn list(items: &[String]) -> String {
         .map(|i| format!("  - {i}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Marks an error raised while instantiating the app or finding its entry
+/// point: the app never started, unless a start function of its own ran and
+/// trapped (see `classify`).
+#[derive(Debug)]
+struct Instantiating;
+
+impl std::fmt::Display for Instantiating {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed to instantiate")
+    }
+}
+
+fn instantiating(error: wasmtime::Error) -> wasmtime::Error {
+    error.context(Instantiating)
 }
 
 /// Marks the error raised from the epoch callback when the CPU budget is spent.
@@ -311,13 +332,25 @@ impl Runtime {
             .instantiate_pre(module)
             .map_err(|e| self.module_link_error(app, module, e))?;
         Ok(async {
-            let instance = pre.instantiate_async(&mut *store).await?;
+            let instance = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(instantiating)?;
+            let init = match is_func("_initialize") {
+                true => Some(
+                    instance
+                        .get_typed_func::<(), ()>(&mut *store, "_initialize")
+                        .map_err(instantiating)?,
+                ),
+                false => None,
+            };
+            let entry = instance
+                .get_typed_func::<(), ()>(&mut *store, entry)
+                .map_err(instantiating)?;
             // A reactor-style initialiser, if present, runs before the command.
-            if is_func("_initialize") {
-                let init = instance.get_typed_func::<(), ()>(&mut *store, "_initialize")?;
+            if let Some(init) = init {
                 init.call_async(&mut *store, ()).await?;
             }
-            let entry = instance.get_typed_func::<(), ()>(&mut *store, entry)?;
             entry.call_async(&mut *store, ()).await
         }
         .await)
@@ -357,7 +390,10 @@ impl Runtime {
                 });
             }
             return Ok(async {
-                let command = command.instantiate_async(&mut *store).await?;
+                let command = command
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(instantiating)?;
                 let result = store
                     .run_concurrent(async |store| command.wasi_cli_run().call_run(store).await)
                     .await??;
@@ -374,7 +410,10 @@ impl Runtime {
             }
         })?;
         Ok(async {
-            let command = command.instantiate_async(&mut *store).await?;
+            let command = command
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(instantiating)?;
             let result = command.wasi_cli_run().call_run(&mut *store).await?;
             Ok(run_result_to_exit(result)?)
         }
@@ -425,6 +464,24 @@ pub(crate) fn classify(
         return Err(RunError::LimitExceeded {
             app: app_name,
             limit,
+        });
+    }
+    let wasm_ran = error
+        .downcast_ref::<WasmBacktrace>()
+        .is_some_and(|bt| !bt.frames().is_empty());
+    // An error while instantiating, with none of the app's code on the
+    // stack, means the app never started: it could not run as shipped, as
+    // with a link error. A start function that traps did run: a trap.
+    if error.downcast_ref::<Instantiating>().is_some() && !wasm_ran {
+        let reason = error
+            .chain()
+            .skip(1)
+            .map(|cause| cause.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
+        return Err(RunError::CannotStart {
+            app: app_name,
+            reason,
         });
     }
     let backtrace = error

@@ -4,6 +4,7 @@ use crate::common::image_store;
 use anyhow::{Context as _, bail};
 use std::path::PathBuf;
 use wrun_runtime::image::{BuildSpec, ImageRef, build_image};
+use wrun_runtime::input;
 
 /// Build an image: a CNCF wasm artifact (config
 /// `application/vnd.wasm.config.v0+json`, one `application/wasm` layer) that
@@ -31,7 +32,7 @@ pub struct BuildCommand {
     #[arg(short, long = "tag", value_name = "NAME[:TAG]", required = true)]
     tags: Vec<String>,
 
-    /// The manifest [default: PATH/wrun.toml].
+    /// The manifest, at most 1 MiB [default: PATH/wrun.toml].
     #[arg(short, long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
 
@@ -72,8 +73,7 @@ impl BuildCommand {
                     );
                 };
                 let manifest = file.clone().unwrap_or_else(|| context.join("wrun.toml"));
-                let text = std::fs::read_to_string(&manifest)
-                    .with_context(|| format!("failed to read `{}`", manifest.display()))?;
+                let text = input::read_to_string(&manifest, input::BUILD_MANIFEST)?;
                 BuildSpec::parse(&text, &manifest.display().to_string(), &context)?
             }
         };

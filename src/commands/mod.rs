@@ -5,6 +5,7 @@ pub mod network;
 pub mod registry;
 pub mod run;
 pub mod serve;
+pub mod system;
 
 use std::path::Path;
 use wrun_runtime::{App, AppSource, LoadError, Lookup, Runtime, Size, SourceKind};

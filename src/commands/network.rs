@@ -43,7 +43,7 @@ enum Action {
 impl NetworkCommand {
     pub fn execute(self) -> anyhow::Result<i32> {
         let home = wrun_home().context("no home directory and no WRUN_HOME")?;
-        let store = NetworkStore::new(&home, &default_runtime_dir());
+        let store = NetworkStore::new(&home, &default_runtime_dir(&home));
         match self.action {
             Action::Create { name, subnet } => {
                 let info = store.create(&name, subnet.as_deref())?;

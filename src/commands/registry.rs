@@ -4,12 +4,12 @@ use crate::common::{image_store, wrun_home};
 use anyhow::{Context as _, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 use wrun_runtime::image::{
     AuthFile, Credentials, ImageRef, ImageStore, Progress, ProgressFn, PullReport, Registry,
     RegistryOptions, check_login,
 };
+use wrun_runtime::input;
 
 /// How to reach a registry.
 #[derive(clap::Args, Clone, Default)]
@@ -126,7 +126,7 @@ pub struct LoginCommand {
     /// --password-stdin.
     #[arg(short, long, conflicts_with = "password_stdin")]
     password: Option<String>,
-    /// Read the password from stdin.
+    /// Read the password from stdin (at most 64 KiB).
     #[arg(long)]
     password_stdin: bool,
     /// The registry, e.g. `127.0.0.1:5000` [default: Docker Hub].
@@ -140,10 +140,7 @@ impl LoginCommand {
         let password = match (self.password, self.password_stdin) {
             (Some(p), _) => p,
             (None, true) => {
-                let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .context("failed to read the password from stdin")?;
+                let text = input::read_string_from(std::io::stdin().lock(), "-", input::PASSWORD)?;
                 text.trim_end_matches(['\n', '\r']).to_owned()
             }
             (None, false) => bail!("give the password with --password-stdin (or -p)"),

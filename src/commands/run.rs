@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use wrun_host_api::fds::FdBudget;
 use wrun_host_api::net::{Namespace, PortMapping};
 use wrun_host_api::{Access, Volume, WasiSpec};
-use wrun_runtime::image::{Image, ImageError, ImageRef, ImageStore, UnpackLimits};
+use wrun_runtime::image::{
+    AnonymousVolume, Image, ImageError, ImageRef, ImageStore, LockGuard, UnpackLimits,
+};
 use wrun_runtime::{App, Lookup, Runtime, SourceKind};
 
 /// Run a WASI app (core module, component or .wat) or an image in an
@@ -81,7 +83,8 @@ impl RunCommand {
     pub fn execute(self) -> anyhow::Result<i32> {
         match Target::of(&self.app, &self.options)? {
             Target::File => self.run_file(),
-            Target::Image(store, image) => self.run_image(&store, &image),
+            // The mark keeps prune from removing the image while it runs.
+            Target::Image(store, image, _in_use) => self.run_image(&store, &image),
         }
     }
 
@@ -159,7 +162,7 @@ impl RunCommand {
             if spec.volumes.iter().any(|v| v.guest == *point) {
                 continue;
             }
-            let dir = anonymous_volume(store)?;
+            let dir = AnonymousVolume::create(store)?;
             spec.volumes.push(Volume {
                 host: dir.path().to_owned(),
                 guest: point.clone(),
@@ -239,7 +242,7 @@ impl RunCommand {
 /// What APP names.
 enum Target {
     File,
-    Image(ImageStore, Box<Image>),
+    Image(ImageStore, Box<Image>, LockGuard),
 }
 
 impl Target {
@@ -295,8 +298,9 @@ impl Target {
                 store.find(&report.name)?
             }
         };
+        let in_use = store.mark_in_use(&entry.descriptor.digest)?;
         let image = Image::load(&store, &entry)?;
-        Ok(Target::Image(store, Box::new(image)))
+        Ok(Target::Image(store, Box::new(image), in_use))
     }
 }
 
@@ -315,15 +319,4 @@ fn top_level_dirs(rootfs: &Path) -> anyhow::Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
-}
-
-/// An empty directory under `$WRUN_HOME/volumes`, removed when dropped.
-fn anonymous_volume(store: &ImageStore) -> anyhow::Result<tempfile::TempDir> {
-    let parent = store.home().join("volumes");
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("failed to create `{}`", parent.display()))?;
-    tempfile::Builder::new()
-        .prefix("anonymous-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("failed to create a volume in `{}`", parent.display()))
 }

@@ -331,8 +331,7 @@ fn parse_volume(spec: &str, base: &Path) -> anyhow::Result<Volume> {
 
 /// Reads and parses a config file.
 pub fn read(path: &Path) -> anyhow::Result<ConfigFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read serve config `{}`", path.display()))?;
+    let text = wrun_runtime::input::read_to_string(path, wrun_runtime::input::SERVE_CONFIG)?;
     parse(&text).with_context(|| format!("invalid serve config `{}`", path.display()))
 }
 
@@ -381,8 +380,7 @@ pub fn read_token(
     let token = match (file, env) {
         (Some(file), _) => {
             let path = base.join(file);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("failed to read token file `{}`", path.display()))?;
+            let text = wrun_runtime::input::read_to_string(&path, wrun_runtime::input::TOKEN_FILE)?;
             text.lines().next().unwrap_or_default().trim().to_owned()
         }
         (None, Some(var)) => std::env::var(var)

@@ -290,6 +290,95 @@ fn invalid_apps_exit_126_with_a_reason() {
         .assert_stderr_contains("it is a directory");
 }
 
+/// Errors raised while instantiating, before any of the app's code runs,
+/// mean the app could not start (126); code of the app that runs and traps
+/// during instantiation (a start function) is a trap (134); a memory limit
+/// reached while instantiating is a limit (137).
+#[test]
+fn instantiation_failures_are_told_from_traps() {
+    let dir = tempdir();
+    let start = r#"(func (export "_start"))"#;
+    let cases: &[(&str, String, i32, &str)] = &[
+        (
+            "shared-memory.wat",
+            format!("(module (memory 1 1 shared) {start})"),
+            126,
+            "could not start: shared memory support is disabled",
+        ),
+        (
+            "data-out-of-bounds.wat",
+            format!(r#"(module (memory 1) (data (i32.const 70000) "x") {start})"#),
+            126,
+            "could not start",
+        ),
+        (
+            "elem-out-of-bounds.wat",
+            format!("(module (table 1 funcref) (func $f) (elem (i32.const 5) $f) {start})"),
+            126,
+            "could not start",
+        ),
+        (
+            "start-signature.wat",
+            r#"(module (func (export "_start") (param i32)))"#.to_owned(),
+            126,
+            "could not start",
+        ),
+        (
+            "start-function-traps.wat",
+            format!("(module (func $s unreachable) (start $s) {start})"),
+            134,
+            "trapped: wasm trap: wasm `unreachable` instruction executed",
+        ),
+        (
+            "initialize-traps.wat",
+            format!(r#"(module (func (export "_initialize") unreachable) {start})"#),
+            134,
+            "trapped",
+        ),
+        (
+            "memory-over-limit.wat",
+            format!("(module (memory 2000) {start})"),
+            137,
+            "memory limit of 64 MiB exceeded",
+        ),
+    ];
+    for (name, text, code, needle) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = wrun().args(["run", "-m", "64m"]).arg(&path).run();
+        out.assert_code(*code)
+            .assert_stderr_contains(name)
+            .assert_stderr_contains(needle);
+        assert!(
+            !out.stderr.contains("failed to instantiate"),
+            "the marker is not shown: {out:#?}"
+        );
+    }
+}
+
+/// A reason is printed once, however the error that carries it is built
+/// (here the io error of a store that cannot be created, which the image
+/// store's own message quotes, and which was also its error's source).
+#[test]
+fn reasons_are_printed_once() {
+    let dir = tempdir();
+    let home = dir.path().join("file");
+    std::fs::write(&home, "a file, not a directory").unwrap();
+    for args in [
+        &["images"][..],
+        &["load", "-i", "/dev/null"],
+        &["run", "img:1"],
+    ] {
+        let out = wrun().home(&home).args(args).run();
+        assert_ne!(out.code, 0);
+        assert_eq!(
+            out.stderr.matches("Not a directory").count(),
+            1,
+            "{args:?}: {out:#?}"
+        );
+    }
+}
+
 #[test]
 fn truncated_components_never_panic() {
     let bytes = std::fs::read(P2.hello).unwrap();

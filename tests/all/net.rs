@@ -4,6 +4,8 @@
 use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::time::Duration;
 
 /// Sends `data` to 127.0.0.1:`port` and returns what comes back before the
@@ -185,7 +187,7 @@ fn core_modules_cannot_publish() {
         .assert_stderr_contains("wasm32-wasip2");
 }
 
-fn network(home: &std::path::Path, name: &str) {
+fn network(home: &Path, name: &str) {
     wrun()
         .home(home)
         .args(["network", "create", name])
@@ -195,7 +197,7 @@ fn network(home: &std::path::Path, name: &str) {
 
 /// The echo guest named `db` on `network`, listening on guest `addr` and
 /// serving `count` connections; returns once it listens.
-fn db_on(home: &std::path::Path, network: &str, addr: &str, count: &str) -> Running {
+fn db_on(home: &Path, network: &str, addr: &str, count: &str) -> Running {
     let db = wrun()
         .home(home)
         .args([
@@ -262,6 +264,113 @@ fn apps_reach_each_other_by_name_across_processes() {
     let out = db.finish();
     out.assert_success();
     assert!(out.stdout.contains(&format!("at {db_ip}")), "{out:#?}");
+}
+
+/// `db` on `shop` and a client reaching it by name, with wrun's environment
+/// adjusted by `env` (the runtime directory's variables).
+fn client_reaches_db(home: &Path, env: &[(&str, Option<&Path>)]) -> Output {
+    let with_env = |mut w: Wrun| {
+        for (key, value) in env {
+            w = match value {
+                Some(value) => w.env(key, value),
+                None => w.env_remove(key),
+            };
+        }
+        w.home(home)
+    };
+    with_env(wrun())
+        .args(["network", "create", "shop"])
+        .run()
+        .assert_success();
+    let db = with_env(wrun())
+        .args(["run", "--network", "shop", "--name", "db", P2.echo_server])
+        .args(["0.0.0.0:5432", "--count", "1"])
+        .spawn();
+    db.wait_for_line("listening on");
+    let out = with_env(wrun())
+        .args(["run", "--network", "shop", P2.tcp_client, "db:5432", "hi"])
+        .run();
+    db.finish().assert_success();
+    out
+}
+
+/// Without XDG_RUNTIME_DIR, the sockets go under $WRUN_HOME/run, which no
+/// other user can create first: a squatter's `wrun-<uid>` in the temp dir
+/// (here a dangling symlink, which once made mkdir fail with "File exists")
+/// changes nothing.
+#[test]
+fn without_xdg_runtime_dir_networks_use_a_private_dir_under_wrun_home() {
+    let scratch = tempdir();
+    let tmp = scratch.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let uid = std::fs::metadata(scratch.path()).unwrap().uid();
+    std::os::unix::fs::symlink("/nonexistent", tmp.join(format!("wrun-{uid}"))).unwrap();
+    let home = scratch.path().join("home");
+    let out = client_reaches_db(
+        &home,
+        &[("XDG_RUNTIME_DIR", None), ("TMPDIR", Some(tmp.as_path()))],
+    );
+    out.assert_success().assert_stdout_contains("reply: hi");
+    let run = std::fs::metadata(home.join("run")).unwrap();
+    assert!(run.is_dir() && run.mode() & 0o777 == 0o700, "{run:?}");
+}
+
+/// A $WRUN_HOME too long for a socket address (108 bytes with the socket's
+/// name) still works: the sockets are reached through /proc/self/fd.
+#[test]
+fn networks_work_under_a_long_wrun_home() {
+    let scratch = tempdir();
+    let home = scratch.path().join("h".repeat(100));
+    let out = client_reaches_db(&home, &[("XDG_RUNTIME_DIR", None)]);
+    out.assert_success().assert_stdout_contains("reply: hi");
+}
+
+/// An unusable runtime directory is refused, saying what is wrong and whose
+/// it is: a dangling symlink, another user's directory (made as root and
+/// given away, or `/` for any other user), one open to others.
+#[test]
+fn unusable_runtime_dirs_are_refused_saying_whose_they_are() {
+    let scratch = tempdir();
+    let home = scratch.path().join("home");
+    network(&home, "shop");
+    let me = std::fs::metadata(scratch.path()).unwrap().uid();
+    let xdg = scratch.path().join("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    let theirs = if me == 0 {
+        let dir = scratch.path().join("theirs");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        (dir, 65534)
+    } else {
+        (std::path::PathBuf::from("/"), 0)
+    };
+    let open = scratch.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cases: [(&Path, String); 3] = [
+        (
+            Path::new("/nonexistent/wrun"),
+            "is a symlink to `/nonexistent/wrun`, which does not exist, made by uid".to_owned(),
+        ),
+        (&theirs.0, format!("is owned by uid {}", theirs.1)),
+        (&open, "has mode 0755, which lets other users in".to_owned()),
+    ];
+    for (target, needle) in cases {
+        let link = xdg.join("wrun");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        let out = wrun()
+            .home(&home)
+            .env("XDG_RUNTIME_DIR", &xdg)
+            .args(["run", "--network", "shop", P2.hello])
+            .run();
+        out.assert_code(125)
+            .assert_stderr_contains(&format!(
+                "cannot use `{}` as the runtime directory",
+                link.display()
+            ))
+            .assert_stderr_contains(&needle);
+    }
 }
 
 #[test]

@@ -140,6 +140,11 @@ impl Wrun {
         self
     }
 
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.cmd.env_remove(key);
+        self
+    }
+
     pub fn home(mut self, home: &Path) -> Self {
         self.cmd.env("WRUN_HOME", home);
         self

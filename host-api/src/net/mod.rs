@@ -18,6 +18,7 @@ mod lookup;
 mod network;
 mod policy;
 mod publish;
+mod runtime_dir;
 mod stream;
 mod tcp;
 mod udp;
@@ -27,6 +28,7 @@ pub use network::{
 };
 pub use policy::{OutboundRule, RuleError};
 pub use publish::{PortMapping, PortSpecError, Protocol};
+pub use runtime_dir::{RuntimeDirError, prepare_runtime_dir};
 
 use crate::fds::{FdBudget, FdGrant};
 use network::Membership;
@@ -617,43 +619,9 @@ pub(crate) fn check_remote(addr: SocketAddr) -> Result<(), ErrorCode> {
     Ok(())
 }
 
-/// Creates the runtime directory for rendezvous sockets, private to this
-/// user, and refuses one that someone else could write to (another user
-/// could otherwise pre-create it in a shared temp dir and listen in).
-pub fn prepare_runtime_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    network::create_private_dir(dir)?;
-    let meta = std::fs::symlink_metadata(dir)?;
-    let uid = rustix::process::getuid().as_raw();
-    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
-        return Err(std::io::Error::other(format!(
-            "`{}` is not a directory owned by this user and closed to others",
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn runtime_dir_must_be_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let ours = dir.path().join("wrun");
-        prepare_runtime_dir(&ours).unwrap();
-        assert_eq!(
-            std::fs::metadata(&ours).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        // A directory others can write to (as if planted in /tmp) is refused.
-        let planted = dir.path().join("planted");
-        std::fs::create_dir(&planted).unwrap();
-        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(prepare_runtime_dir(&planted).is_err());
-    }
 
     #[test]
     fn peer_headers_round_trip() {

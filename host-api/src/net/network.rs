@@ -48,6 +48,17 @@ pub enum NetworkError {
     Full(String),
     #[error("network definition `{}` is damaged: {reason}", path.display())]
     Damaged { path: PathBuf, reason: String },
+    #[error(
+        "the rendezvous directory `{}` is too long a path for Unix sockets ({len} bytes; \
+         sockets need at most {max}), and /proc/self/fd, which wrun would reach it through, \
+         is not available; set XDG_RUNTIME_DIR or WRUN_HOME to a shorter directory",
+        dir.display()
+    )]
+    SocketPathTooLong {
+        dir: PathBuf,
+        len: usize,
+        max: usize,
+    },
     #[error("{what} `{}`: {error}", path.display())]
     Io {
         what: &'static str,
@@ -312,12 +323,74 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+/// The longest path a Unix socket can be bound or connected at: `sun_path`
+/// holds 108 bytes on Linux, the last of them a NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The longest socket name in a rendezvous directory: `t-` or `u-`, an IPv4
+/// address, `-` and a port.
+const MAX_SOCKET_NAME: usize = "t-255.255.255.255-65535".len();
+
+/// Where the sockets of rendezvous directory `dir` are bound and connected:
+/// `dir` itself when its socket paths fit in `sun_path`, else the same
+/// directory through `/proc/self/fd/N`, N an open handle of it. A long
+/// `$WRUN_HOME` (or `$XDG_RUNTIME_DIR`) thus still works, and no socket is
+/// ever bound at a silently truncated path.
+fn socket_dir(dir: &Path) -> Result<PathBuf, NetworkError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Mutex, OnceLock};
+    let len = dir.as_os_str().len();
+    if len + 1 + MAX_SOCKET_NAME <= MAX_SOCKET_PATH {
+        return Ok(dir.to_owned());
+    }
+    // The handles stay open for the life of the process: a socket path
+    // names the handle's number, which must not come to mean another
+    // directory while a listener or a peer may still use it. Few
+    // networks are joined per process, so this costs a few descriptors.
+    static HANDLES: OnceLock<Mutex<Vec<(PathBuf, fs::File)>>> = OnceLock::new();
+    let too_long = || NetworkError::SocketPathTooLong {
+        dir: dir.to_owned(),
+        len,
+        max: MAX_SOCKET_PATH - 1 - MAX_SOCKET_NAME,
+    };
+    let meta = fs::metadata(dir).map_err(io_err("failed to open", dir))?;
+    let mut handles = HANDLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let same = |file: &fs::File| {
+        file.metadata()
+            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+    };
+    let fd = match handles
+        .iter()
+        .find(|(path, file)| path == dir && same(file))
+    {
+        Some((_, file)) => file.as_raw_fd(),
+        None => {
+            let file = fs::File::open(dir).map_err(io_err("failed to open", dir))?;
+            let fd = file.as_raw_fd();
+            handles.push((dir.to_owned(), file));
+            fd
+        }
+    };
+    let alias = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    // /proc may be missing (a chroot, a container without it): then say so.
+    match fs::metadata(&alias) {
+        Ok(m) if (m.dev(), m.ino()) == (meta.dev(), meta.ino()) => Ok(alias),
+        _ => Err(too_long()),
+    }
+}
+
 /// One app's place on a network: its virtual IP and name, held until dropped.
 #[derive(Debug)]
 pub(crate) struct Membership {
     pub(crate) info: NetworkInfo,
     pub(crate) ip: Ipv4Addr,
     pub(crate) dir: PathBuf,
+    /// `dir`, or a shorter path to it for socket addresses (see [`socket_dir`]).
+    sockets: PathBuf,
     _ip_lock: fs::File,
     _name_lock: Option<fs::File>,
 }
@@ -330,6 +403,7 @@ impl Membership {
     ) -> Result<Membership, NetworkError> {
         let dir = runtime_dir.join("n").join(&info.id);
         create_private_dir(&dir).map_err(io_err("failed to create", &dir))?;
+        let sockets = socket_dir(&dir)?;
         // The name first: a taken name must not cost an address.
         let name_lock = match name {
             Some(name) => {
@@ -365,6 +439,7 @@ impl Membership {
                 info: info.clone(),
                 ip,
                 dir,
+                sockets,
                 _ip_lock: ip_lock,
                 _name_lock: name_lock,
             });
@@ -392,19 +467,22 @@ impl Membership {
     }
 
     pub(crate) fn tcp_path(&self, ip: Ipv4Addr, port: u16) -> PathBuf {
-        self.dir.join(format!("t-{ip}-{port}"))
+        self.sockets.join(format!("t-{ip}-{port}"))
     }
 
     pub(crate) fn udp_path(&self, ip: Ipv4Addr, port: u16) -> PathBuf {
-        self.dir.join(format!("u-{ip}-{port}"))
+        self.sockets.join(format!("u-{ip}-{port}"))
     }
 }
 
-/// `$XDG_RUNTIME_DIR/wrun`, or a private directory under the temp dir.
-pub fn default_runtime_dir() -> PathBuf {
+/// Where rendezvous directories live: `$XDG_RUNTIME_DIR/wrun` when that is
+/// set (a directory the system made for this user alone), else `run/` under
+/// `home` (`$WRUN_HOME`). Never a predictable name in a shared directory such
+/// as `/tmp`, which another user could create first.
+pub fn default_runtime_dir(home: &Path) -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("wrun"),
-        _ => std::env::temp_dir().join(format!("wrun-{}", rustix::process::getuid().as_raw())),
+        _ => home.join("run"),
     }
 }
 
@@ -477,5 +555,27 @@ mod tests {
         assert_eq!(api.resolve("db"), None);
         let again = Membership::join(&info, store.runtime_dir(), Some("db")).unwrap();
         assert_eq!(again.ip, db_ip);
+    }
+
+    #[test]
+    fn sockets_in_a_long_directory_are_reached_through_a_short_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join("d".repeat(120));
+        let long_store = NetworkStore::new(&dir.path().join("home"), &long);
+        let info = long_store.create("shop", None).unwrap();
+        let member = Membership::join(&info, long_store.runtime_dir(), None).unwrap();
+        let path = member.tcp_path(Ipv4Addr::new(10, 89, 0, 2), 65535);
+        assert!(path.as_os_str().len() <= MAX_SOCKET_PATH, "{path:?}");
+        assert!(path.starts_with("/proc/self/fd/"), "{path:?}");
+        // It is the directory itself: a socket bound there appears in it.
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(member.dir.join("t-10.89.0.2-65535").exists());
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        drop(listener);
+        // A short directory is used as it is.
+        let (_dir, store) = store();
+        let info = store.create("short", None).unwrap();
+        let member = Membership::join(&info, store.runtime_dir(), None).unwrap();
+        assert!(member.tcp_path(member.ip, 80).starts_with(&member.dir));
     }
 }

@@ -6,6 +6,7 @@
 //! become reachable (on the rule's port) for that guest.
 
 use super::lock;
+use crate::input::excerpt;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -29,6 +30,7 @@ pub enum Target {
     "invalid outbound rule `{rule}`: {reason} (expected HOST_OR_CIDR[:PORT], e.g. `10.0.0.0/8`, `db.example.com:5432`, `[::1]:80`)"
 )]
 pub struct RuleError {
+    /// An excerpt of the rule (see [`crate::input::excerpt`]).
     pub rule: String,
     pub reason: &'static str,
 }
@@ -36,7 +38,7 @@ pub struct RuleError {
 impl OutboundRule {
     pub fn parse(text: &str) -> Result<OutboundRule, RuleError> {
         let err = |reason| RuleError {
-            rule: text.to_owned(),
+            rule: excerpt(text).to_string(),
             reason,
         };
         let (host, port) = split_port(text).map_err(err)?;
@@ -244,6 +246,9 @@ mod tests {
         ] {
             assert!(OutboundRule::parse(bad).is_err(), "{bad}");
         }
+        let long = format!("{}:80", "a_".repeat(1 << 20));
+        let e = OutboundRule::parse(&long).unwrap_err().to_string();
+        assert!(e.len() < 300 && e.contains("bytes)"), "{}", &e[..300]);
         assert_eq!(
             OutboundRule::parse("Example.COM:443").unwrap().to_string(),
             "example.com:443"

@@ -1,5 +1,6 @@
 //! Published ports (`-p`): host sockets that feed a guest's virtual port.
 
+use crate::input::excerpt;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -41,6 +42,7 @@ pub const MAX_PORTS_PER_FLAG: usize = 1024;
      e.g. `8080:80`, `127.0.0.1:8080:80`, `5353:53/udp`, `8000-8002:80-82`)"
 )]
 pub struct PortSpecError {
+    /// An excerpt of the spec (see [`crate::input::excerpt`]).
     pub spec: String,
     pub reason: String,
 }
@@ -53,13 +55,15 @@ impl PortMapping {
     /// on all IPv4 interfaces, as Docker does.
     pub fn parse(spec: &str) -> Result<Vec<PortMapping>, PortSpecError> {
         let err = |reason: &str| PortSpecError {
-            spec: spec.to_owned(),
+            spec: excerpt(spec).to_string(),
             reason: reason.to_owned(),
         };
         let (body, protocol) = match spec.rsplit_once('/') {
             Some((body, "tcp")) => (body, Protocol::Tcp),
             Some((body, "udp")) => (body, Protocol::Udp),
-            Some((_, other)) => return Err(err(&format!("unknown protocol `{other}`"))),
+            Some((_, other)) => {
+                return Err(err(&format!("unknown protocol `{}`", excerpt(other))));
+            }
             None => (spec, Protocol::Tcp),
         };
         let (ip, rest) = match body.strip_prefix('[') {
@@ -67,7 +71,7 @@ impl PortMapping {
                 let (ip, rest) = v6.split_once("]:").ok_or_else(|| err("unclosed `[`"))?;
                 let ip: IpAddr = ip
                     .parse()
-                    .map_err(|_| err(&format!("`{ip}` is not an IP address")))?;
+                    .map_err(|_| err(&format!("`{}` is not an IP address", excerpt(ip))))?;
                 (Some(ip), rest)
             }
             None => match body.matches(':').count() {
@@ -76,7 +80,7 @@ impl PortMapping {
                     let (ip, rest) = body.split_once(':').ok_or_else(|| err("bad syntax"))?;
                     let ip: IpAddr = ip
                         .parse()
-                        .map_err(|_| err(&format!("`{ip}` is not an IP address")))?;
+                        .map_err(|_| err(&format!("`{}` is not an IP address", excerpt(ip))))?;
                     (Some(ip), rest)
                 }
                 _ => return Err(err("too many `:` (write IPv6 addresses in brackets)")),
@@ -134,7 +138,7 @@ fn parse_range(text: &str, zero_ok: bool) -> Result<Vec<u16>, String> {
         match u16::from_str(p) {
             Ok(0) if !zero_ok => Err("0 is not a port".to_owned()),
             Ok(p) => Ok(p),
-            Err(_) => Err(format!("`{p}` is not a port number (1-65535)")),
+            Err(_) => Err(format!("`{}` is not a port number (1-65535)", excerpt(p))),
         }
     };
     match text.split_once('-') {
@@ -142,7 +146,7 @@ fn parse_range(text: &str, zero_ok: bool) -> Result<Vec<u16>, String> {
         Some((a, b)) => {
             let (a, b) = (port(a)?, port(b)?);
             if a == 0 || b < a {
-                return Err(format!("`{text}` is not an increasing range"));
+                return Err(format!("`{}` is not an increasing range", excerpt(text)));
             }
             Ok((a..=b).collect())
         }
@@ -242,6 +246,20 @@ mod tests {
         ] {
             let e = PortMapping::parse(spec).unwrap_err();
             assert!(e.to_string().contains(needle), "`{spec}`: {e}");
+        }
+        // However long the spec, or the part of it that is wrong, the message
+        // stays short.
+        let long = "9".repeat(1 << 20);
+        for spec in [
+            long.clone(),
+            format!("{long}:80"),
+            format!("80:{long}"),
+            format!("80/{long}"),
+            format!("{long}:1:2"),
+            format!("[{long}]:1:2"),
+        ] {
+            let e = PortMapping::parse(&spec).unwrap_err().to_string();
+            assert!(e.len() < 500, "{} bytes: {}", e.len(), &e[..500]);
         }
     }
 

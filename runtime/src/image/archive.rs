@@ -76,7 +76,7 @@ pub fn save_archive(
     let io = |e: std::io::Error| ImageError::Io {
         context: "failed to write the archive",
         path: "-".into(),
-        source: e,
+        reason: e,
     };
     for dir in ["blobs/", "blobs/sha256/"] {
         let mut header = header(tar::EntryType::Directory, 0, 0o755);

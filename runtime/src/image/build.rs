@@ -76,7 +76,7 @@ impl BuildSpec {
     /// Parses a manifest; relative paths are relative to `context`.
     pub fn parse(text: &str, name: &str, context: &Path) -> Result<BuildSpec, ImageError> {
         let invalid = |reason: String| ImageError::Build(format!("invalid `{name}`: {reason}"));
-        let file: ManifestFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let file: ManifestFile = toml::from_str(text).map_err(|e| invalid(toml_error(text, &e)))?;
         let mut env = Vec::new();
         for (key, value) in file.env {
             if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
@@ -136,6 +136,19 @@ impl BuildSpec {
     }
 }
 
+/// A TOML error as a line: where, and what, with the quoted bits of the
+/// input cut short (toml's own Display repeats the whole offending line).
+pub(crate) fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = crate::input::excerpt_of(error.message().trim_end(), 256);
+    match error.span() {
+        Some(span) => {
+            let (line, column) = crate::input::line_column(text, span.start);
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_string(),
+    }
+}
+
 /// `8080` or `8080/tcp` → `8080/tcp`.
 fn normalize_port(port: &str) -> Option<String> {
     let (number, proto) = port.split_once('/').unwrap_or((port, "tcp"));
@@ -181,8 +194,8 @@ pub fn build_image(
     spec: &BuildSpec,
     name: &str,
 ) -> Result<Descriptor, ImageError> {
-    let wasm = std::fs::read(&spec.wasm)
-        .map_err(|e| ImageError::Build(format!("failed to read `{}`: {e}", spec.wasm.display())))?;
+    let wasm = crate::input::read(&spec.wasm, crate::input::APP_FILE)
+        .map_err(|e| ImageError::Build(e.to_string()))?;
     if !wasm.starts_with(b"\0asm") {
         return Err(ImageError::Build(format!(
             "`{}` is not a wasm binary (no `\\0asm` header); build .wat files with `wasm-tools parse` first",

@@ -23,6 +23,7 @@ mod resolve;
 mod spec;
 mod store;
 mod unpack;
+mod volumes;
 
 pub use archive::{LoadReport, load_archive, save_archive};
 pub use build::{BuildSpec, FileTree, build_image};
@@ -33,8 +34,9 @@ pub use registry::{
 };
 pub use resolve::{AppSource as ImageApp, Image, ImageKind};
 pub use spec::{ComponentInfo, Descriptor, Digest, Index, Manifest, WasmConfig};
-pub use store::{ImageEntry, ImageStore, PruneReport};
+pub use store::{ImageEntry, ImageStore, LockGuard, PruneImages, PruneReport, StoreUsage};
 pub use unpack::Limits as UnpackLimits;
+pub use volumes::{AnonymousVolume, VolumeUsage, anonymous_volumes, prune_volumes};
 
 use oci_client::Reference;
 use std::fmt;
@@ -56,18 +58,24 @@ pub enum ImageError {
     InvalidDocument { what: String, reason: String },
     #[error("image `{reference}` cannot run here: {reason}")]
     NotRunnable { reference: String, reason: String },
-    #[error("{context} `{}`: {source}", path.display())]
+    // The reasons below are part of the message and deliberately not
+    // `source()`s: an error that prints its source and also returns it has
+    // the reason printed twice by `{:#}` (and any other chain printer).
+    #[error("{context} `{}`: {reason}", path.display())]
     Io {
         context: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("invalid image: {0}")]
-    Unpack(#[from] unpack::UnpackError),
+    Unpack(unpack::UnpackError),
     #[error("registry `{registry}`: {reason}")]
     Registry { registry: String, reason: String },
     #[error("{0}")]
     Build(String),
+    /// A user file too large or unreadable (see [`crate::input`]).
+    #[error(transparent)]
+    Input(crate::input::ReadError),
 }
 
 impl ImageError {
@@ -76,11 +84,17 @@ impl ImageError {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> ImageError {
         let path = path.into();
-        move |source| ImageError::Io {
+        move |reason| ImageError::Io {
             context,
             path,
-            source,
+            reason,
         }
+    }
+}
+
+impl From<unpack::UnpackError> for ImageError {
+    fn from(e: unpack::UnpackError) -> ImageError {
+        ImageError::Unpack(e)
     }
 }
 
@@ -105,7 +119,7 @@ const DOCKER_HUB: &str = "docker.io";
 impl ImageRef {
     pub fn parse(s: &str) -> Result<ImageRef, ImageError> {
         let invalid = |reason: &str| ImageError::InvalidReference {
-            reference: s.to_owned(),
+            reference: crate::input::excerpt(s).to_string(),
             reason: reason.to_owned(),
         };
         let (rest, digest) = match s.split_once('@') {
@@ -296,6 +310,32 @@ impl fmt::Debug for ImageRef {
 mod tests {
     use super::*;
 
+    /// Every error that carries a reason prints it once, also through a
+    /// chain printer such as anyhow's `{:#}`: none returns as its `source()`
+    /// what its message already says.
+    #[test]
+    fn reasons_are_printed_once() {
+        use std::error::Error as _;
+        let io = || std::io::Error::other("Not a directory (os error 20)");
+        let errors = [
+            ImageError::io("failed to create", "/h/images")(io()),
+            ImageError::Unpack(unpack::UnpackError::Write {
+                entry: "a/b".into(),
+                reason: io(),
+            }),
+            ImageError::Unpack(unpack::UnpackError::Read(io())),
+        ];
+        for e in errors {
+            let mut text = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            assert_eq!(text.matches("Not a directory").count(), 1, "{text}");
+        }
+    }
+
     #[test]
     fn references_normalize_like_docker() {
         let r = ImageRef::parse("hello").unwrap();
@@ -324,6 +364,9 @@ mod tests {
                 .unwrap(),
             "localhost/a__b.c-d/e:v1.0"
         );
+        let long = format!("{}:1", "a".repeat(1 << 20));
+        let e = ImageRef::parse(&long).unwrap_err().to_string();
+        assert!(e.len() < 300 && e.contains("bytes)"), "{}", &e[..300]);
         for bad in [
             "a/../b",
             "a//b",

@@ -133,7 +133,11 @@ impl Registry {
         let mut reason = format!("{what}: {e}");
         let mut source = e.source();
         while let Some(cause) = source {
-            reason.push_str(&format!(": {cause}"));
+            // Some errors print their source in their own message too.
+            let text = cause.to_string();
+            if !reason.ends_with(&text) {
+                reason.push_str(&format!(": {text}"));
+            }
             source = cause.source();
         }
         if !self.insecure && is_local(&self.host) && reason.contains("error sending request") {
@@ -586,13 +590,13 @@ impl AuthFile {
     }
 
     fn read(&self) -> Result<AuthJson, ImageError> {
-        match std::fs::read(&self.path) {
+        match crate::input::read(&self.path, crate::input::AUTH_FILE) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ImageError::InvalidDocument {
                 what: format!("credentials file `{}`", self.path.display()),
                 reason: e.to_string(),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AuthJson::default()),
-            Err(e) => Err(ImageError::io("failed to read", &self.path)(e)),
+            Err(e) if e.is_not_found() => Ok(AuthJson::default()),
+            Err(e) => Err(ImageError::Input(e)),
         }
     }
 

@@ -45,7 +45,7 @@ pub struct Digest(String);
 impl Digest {
     pub fn parse(s: &str) -> Result<Digest, ImageError> {
         let invalid = |reason: &str| ImageError::InvalidDigest {
-            digest: s.to_owned(),
+            digest: crate::input::excerpt(s).to_string(),
             reason: reason.to_owned(),
         };
         let Some(hex) = s.strip_prefix("sha256:") else {

@@ -11,6 +11,17 @@
 //! each read-modify-write of `index.json`, and `gc.lock`, held shared by
 //! whoever is adding blobs not yet referenced and exclusively by prune, so
 //! that prune never deletes the blobs of an image still arriving.
+//!
+//! A running app marks its image in use ([`ImageStore::mark_in_use`]): a
+//! shared `flock` on `images.in-use/<manifest>`, taken under the shared gc
+//! lock and held until the app exits. Prune, which holds the gc lock
+//! exclusively, keeps an image in use with its blobs and its unpacked tree
+//! even if it lost its name meanwhile.
+//!
+//! Temporary files of writers that were killed are removed when the store
+//! is opened, at most once an hour, and only when no writer is at work (the
+//! gc lock is free): a lock rather than an age, because a pull may take as
+//! long as its network does.
 
 use super::spec::{self, Descriptor, Digest, Document, INDEX, Index, MANIFEST, REF_NAME};
 use super::{ImageError, ImageRef};
@@ -18,7 +29,17 @@ use sha2::{Digest as _, Sha256};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How often opening the store looks for temporary files of killed writers.
+const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Temporary files in the layout itself (`.tmp-*` of `index.json` and
+/// `oci-layout`) younger than this are kept by the sweep on open: the very
+/// first `oci-layout` is written without a lock.
+const LAYOUT_TEMP_AGE: Duration = Duration::from_secs(10 * 60);
 
 /// Manifests, indexes and configs larger than this are refused (the
 /// distribution server's own limit for manifests).
@@ -38,7 +59,41 @@ pub struct ImageEntry {
 pub struct PruneReport {
     pub images: Vec<ImageEntry>,
     pub blobs: Vec<Digest>,
+    /// Unpacked trees removed, by manifest digest, with their bytes.
+    pub trees: Vec<(String, u64)>,
+    /// Temporary files and directories of interrupted writers removed.
+    pub temps: usize,
+    /// Everything freed: blobs, trees and temporary files.
     pub bytes: u64,
+}
+
+/// Which images [`ImageStore::prune_images`] removes (besides blobs no image
+/// needs, temporary files, and trees of images that are gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneImages {
+    /// None.
+    None,
+    /// Images without a name.
+    Dangling,
+    /// Every image no running app uses (`wrun system prune -a`); their
+    /// unpacked trees go too.
+    Unused,
+}
+
+/// What the store holds, for `wrun system df`.
+#[derive(Debug, Default, Clone)]
+pub struct StoreUsage {
+    pub images: usize,
+    /// Images a running app uses.
+    pub active_images: usize,
+    /// Bytes of every blob.
+    pub blob_bytes: u64,
+    /// Bytes of the blobs no image in use needs.
+    pub reclaimable_blob_bytes: u64,
+    pub trees: usize,
+    pub active_trees: usize,
+    pub tree_bytes: u64,
+    pub reclaimable_tree_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +131,140 @@ impl ImageStore {
                 })?;
             }
         }
+        store.sweep_if_due();
         Ok(store)
+    }
+
+    /// At most once an hour, when no writer is at work, removes what killed
+    /// writers left in `tmp/` and the layout (see the module docs). One
+    /// `stat` when not due; failures only log.
+    fn sweep_if_due(&self) {
+        let marker = self.home.join("images.swept");
+        let due = fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_none_or(|age| age >= SWEEP_EVERY);
+        if !due {
+            return;
+        }
+        // A writer holds the gc lock shared: try again at a later start.
+        let Ok(Some(_gc)) = self.try_lock("gc.lock") else {
+            return;
+        };
+        let (count, _) = self.clear_temps(LAYOUT_TEMP_AGE);
+        if count > 0 {
+            tracing::debug!(count, "removed temporary files of interrupted image writes");
+        }
+        let stamped = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&marker)
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        if let Err(e) = stamped {
+            tracing::debug!("failed to stamp `{}`: {e}", marker.display());
+        }
+    }
+
+    /// Removes everything in `tmp/` (the caller holds the gc lock
+    /// exclusively, so no writer is using it) and the layout's `.tmp-*`
+    /// files at least `layout_age` old (under the index lock, so no rewrite
+    /// of `index.json` is using them). Returns the count and bytes removed.
+    fn clear_temps(&self, layout_age: Duration) -> (usize, u64) {
+        let (mut count, mut bytes) = (0, 0);
+        if let Ok(dir) = fs::read_dir(&self.tmp) {
+            for entry in dir.flatten() {
+                let path = entry.path();
+                let size = disk_usage(&path);
+                let removed = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                if removed.is_ok() {
+                    count += 1;
+                    bytes += size;
+                }
+            }
+        }
+        let Ok(_index) = self.lock("index.lock", Lock::Exclusive) else {
+            return (count, bytes);
+        };
+        let now = SystemTime::now();
+        if let Ok(dir) = fs::read_dir(&self.layout) {
+            for entry in dir.flatten() {
+                if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|age| age >= layout_age);
+                if old && fs::remove_file(entry.path()).is_ok() {
+                    count += 1;
+                    bytes += meta.blocks() * 512;
+                }
+            }
+        }
+        (count, bytes)
+    }
+
+    /// Marks the image whose manifest is `digest` as used by this process
+    /// until the guard is dropped: prune keeps it, its blobs and its
+    /// unpacked tree, and `wrun system df` counts it active. Fails with
+    /// `NotFound` if the image was removed before the mark was taken.
+    pub fn mark_in_use(&self, digest: &Digest) -> Result<LockGuard, ImageError> {
+        let _gc = self.adding()?;
+        let dir = self.in_use_dir();
+        fs::create_dir_all(&dir).map_err(ImageError::io("failed to create", &dir))?;
+        let path = dir.join(digest.hex());
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(ImageError::io("failed to open lock file", &path))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| ImageError::io("failed to lock", &path)(e.into()))?;
+        // Under the gc lock no prune runs: the image either is still there,
+        // and stays while the mark is held, or went before it was taken.
+        if !self.index()?.manifests.iter().any(|m| m.digest == *digest) {
+            return Err(ImageError::NotFound {
+                reference: digest.to_string(),
+            });
+        }
+        Ok(LockGuard { _file: file })
+    }
+
+    fn in_use_dir(&self) -> PathBuf {
+        self.home.join("images.in-use")
+    }
+
+    /// The manifests that running apps use; stale marks (of apps that
+    /// ended) are removed when `remove_stale`, which needs the gc lock held
+    /// exclusively.
+    fn in_use(&self, remove_stale: bool) -> BTreeSet<Digest> {
+        let mut used = BTreeSet::new();
+        let Ok(dir) = fs::read_dir(self.in_use_dir()) else {
+            return used;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Ok(digest) = Digest::parse(&format!("sha256:{}", name.to_string_lossy())) else {
+                continue;
+            };
+            if is_held_shared(&entry.path()) {
+                used.insert(digest);
+            } else if remove_stale {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        used
     }
 
     /// The OCI layout directory.
@@ -209,6 +397,11 @@ impl ImageStore {
         self.lock("gc.lock", Lock::Shared)
     }
 
+    /// Held while removing what no one uses: no `adding` holder is at work.
+    pub(crate) fn collecting(&self) -> Result<LockGuard, ImageError> {
+        self.lock("gc.lock", Lock::Exclusive)
+    }
+
     /// Names `descriptor` (a manifest or index whose blobs are all present)
     /// `name`, replacing what had that name.
     pub fn tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), ImageError> {
@@ -309,24 +502,42 @@ impl ImageStore {
     /// image references, stale temporary files, and unpacked file systems
     /// of images that are gone.
     pub fn prune(&self, dangling: bool) -> Result<PruneReport, ImageError> {
+        self.prune_images(if dangling {
+            PruneImages::Dangling
+        } else {
+            PruneImages::None
+        })
+    }
+
+    /// Removes the images `which` says (never one a running app uses), then
+    /// every blob no remaining or running image needs, stale temporary
+    /// files, and unpacked trees of images that are gone.
+    pub fn prune_images(&self, which: PruneImages) -> Result<PruneReport, ImageError> {
         let _gc = self.lock("gc.lock", Lock::Exclusive)?;
         let mut report = PruneReport::default();
-        if dangling {
+        let in_use = self.in_use(true);
+        if which != PruneImages::None {
             report.images = self.update_index(|index| {
-                let (gone, kept) = std::mem::take(&mut index.manifests)
-                    .into_iter()
-                    .partition(|m| entry_name(m).is_none());
+                let (gone, kept) =
+                    std::mem::take(&mut index.manifests)
+                        .into_iter()
+                        .partition(|m| {
+                            !in_use.contains(&m.digest)
+                                && (which == PruneImages::Unused || entry_name(m).is_none())
+                        });
                 index.manifests = kept;
                 Ok(gone
                     .into_iter()
                     .map(|descriptor| ImageEntry {
-                        name: None,
+                        name: entry_name(&descriptor),
                         descriptor,
                     })
                     .collect::<Vec<_>>())
             })?;
         }
-        let reachable = self.reachable()?;
+        let mut roots = self.index()?.manifests;
+        roots.extend(self.in_use_descriptors(&in_use));
+        let reachable = self.reachable_from(roots);
         let blobs = self.layout.join("blobs").join("sha256");
         for entry in fs::read_dir(&blobs).map_err(ImageError::io("failed to list", &blobs))? {
             let entry = entry.map_err(ImageError::io("failed to list", &blobs))?;
@@ -344,47 +555,102 @@ impl ImageStore {
             report.blobs.push(digest);
         }
         // No writer holds the shared lock now, so every temporary file is
-        // left over from an interrupted one.
-        if let Ok(dir) = fs::read_dir(&self.tmp) {
-            for entry in dir.flatten() {
-                let path = entry.path();
-                let _ = if path.is_dir() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-            }
-        }
-        // Temporary files of `index.json` rewrites a crash interrupted;
-        // the index lock keeps a rewrite in progress out of the way.
-        {
-            let _index = self.lock("index.lock", Lock::Exclusive)?;
-            if let Ok(dir) = fs::read_dir(&self.layout) {
-                for entry in dir.flatten() {
-                    if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                        let _ = fs::remove_file(entry.path());
-                    }
-                }
-            }
-        }
-        let rootfs = self.home.join("rootfs");
-        if let Ok(dir) = fs::read_dir(&rootfs) {
-            for entry in dir.flatten() {
-                let name = entry.file_name();
-                let kept = Digest::parse(&format!("sha256:{}", name.to_string_lossy()))
-                    .is_ok_and(|d| reachable.contains(&d));
-                if !kept {
-                    let _ = fs::remove_dir_all(entry.path());
+        // left over from an interrupted one; the index lock keeps a rewrite
+        // of `index.json` in progress out of the way.
+        let (temps, bytes) = self.clear_temps(Duration::ZERO);
+        report.temps = temps;
+        report.bytes += bytes;
+        for (hex, path) in self.trees() {
+            let kept =
+                Digest::parse(&format!("sha256:{hex}")).is_ok_and(|d| reachable.contains(&d));
+            if !kept {
+                let size = disk_usage(&path);
+                if fs::remove_dir_all(&path).is_ok() {
+                    report.bytes += size;
+                    report.trees.push((hex, size));
                 }
             }
         }
         Ok(report)
     }
 
-    /// Every blob some image in the index needs.
-    fn reachable(&self) -> Result<BTreeSet<Digest>, ImageError> {
+    /// The unpacked trees, `rootfs/<manifest hex>`.
+    fn trees(&self) -> Vec<(String, PathBuf)> {
+        let Ok(dir) = fs::read_dir(self.home.join("rootfs")) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect()
+    }
+
+    /// Descriptors for the manifests in `digests`, as far as their blobs
+    /// are present (an image in use may have lost its index entry).
+    fn in_use_descriptors(&self, digests: &BTreeSet<Digest>) -> Vec<Descriptor> {
+        let mut found = Vec::new();
+        for digest in digests {
+            let path = self.blob_path(digest);
+            let Ok(size) = fs::metadata(&path).map(|m| m.len()) else {
+                continue;
+            };
+            let mut descriptor = Descriptor::of_digest(digest.clone(), size);
+            let Ok(bytes) = self.read_document(&descriptor) else {
+                continue;
+            };
+            descriptor.media_type = match Document::parse(None, &bytes) {
+                Ok(Document::Index(i)) => i.media_type.unwrap_or_else(|| INDEX.to_owned()),
+                Ok(Document::Manifest(m)) => m.media_type.unwrap_or_else(|| MANIFEST.to_owned()),
+                Err(_) => continue,
+            };
+            found.push(descriptor);
+        }
+        found
+    }
+
+    /// What the store holds and what `wrun system prune -a` would free.
+    pub fn usage(&self) -> Result<StoreUsage, ImageError> {
+        let in_use = self.in_use(false);
+        let entries = self.entries()?;
+        let needed = self.reachable_from(self.in_use_descriptors(&in_use));
+        let mut usage = StoreUsage {
+            images: entries.len(),
+            active_images: entries
+                .iter()
+                .filter(|e| in_use.contains(&e.descriptor.digest))
+                .count(),
+            ..StoreUsage::default()
+        };
+        let blobs = self.layout.join("blobs").join("sha256");
+        if let Ok(dir) = fs::read_dir(&blobs) {
+            for entry in dir.flatten() {
+                let size = entry.metadata().map(|m| m.blocks() * 512).unwrap_or(0);
+                usage.blob_bytes += size;
+                let name = entry.file_name();
+                let needed = Digest::parse(&format!("sha256:{}", name.to_string_lossy()))
+                    .is_ok_and(|d| needed.contains(&d));
+                if !needed {
+                    usage.reclaimable_blob_bytes += size;
+                }
+            }
+        }
+        for (hex, path) in self.trees() {
+            let size = disk_usage(&path);
+            usage.trees += 1;
+            usage.tree_bytes += size;
+            let active = Digest::parse(&format!("sha256:{hex}")).is_ok_and(|d| in_use.contains(&d));
+            if active {
+                usage.active_trees += 1;
+            } else {
+                usage.reclaimable_tree_bytes += size;
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Every blob the images `roots` need.
+    fn reachable_from(&self, roots: Vec<Descriptor>) -> BTreeSet<Digest> {
         let mut seen = BTreeSet::new();
-        let mut pending: Vec<Descriptor> = self.index()?.manifests;
+        let mut pending: Vec<Descriptor> = roots;
         while let Some(descriptor) = pending.pop() {
             if !seen.insert(descriptor.digest.clone()) {
                 continue;
@@ -408,7 +674,7 @@ impl ImageStore {
                 Err(_) => {}
             }
         }
-        Ok(seen)
+        seen
     }
 
     /// Writes `bytes` to `path` through a synced temporary file and a rename.
@@ -427,6 +693,22 @@ impl ImageStore {
         Ok(())
     }
 
+    /// The exclusive lock `name`, or `None` if someone holds it.
+    fn try_lock(&self, name: &str) -> Result<Option<LockGuard>, ImageError> {
+        let path = self.home.join(format!("images.{name}"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(ImageError::io("failed to open lock file", &path))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(LockGuard { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(ImageError::io("failed to lock", &path)(e.into())),
+        }
+    }
+
     fn lock(&self, name: &str, kind: Lock) -> Result<LockGuard, ImageError> {
         let path = self.home.join(format!("images.{name}"));
         let file = fs::OpenOptions::new()
@@ -443,6 +725,31 @@ impl ImageStore {
             .map_err(|e| ImageError::io("failed to lock", &path)(e.into()))?;
         Ok(LockGuard { _file: file })
     }
+}
+
+/// Whether a live process holds a (shared) lock on `path`.
+pub(crate) fn is_held_shared(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+}
+
+/// Bytes on disk of `path` and, for a directory, everything below it
+/// (symlinks are not followed).
+pub(crate) fn disk_usage(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut total = meta.blocks() * 512;
+    if meta.is_dir()
+        && let Ok(dir) = fs::read_dir(path)
+    {
+        for entry in dir.flatten() {
+            total += disk_usage(&entry.path());
+        }
+    }
+    total
 }
 
 /// Blobs and the index are content anyone may read, as other OCI tools
@@ -643,7 +950,7 @@ pub(crate) fn verify_error(digest: &Digest, e: io::Error) -> ImageError {
         None => ImageError::Io {
             context: "failed to read blob",
             path: PathBuf::from(digest.to_string()),
-            source: e,
+            reason: e,
         },
     }
 }
@@ -717,5 +1024,70 @@ mod tests {
         store.untag("hello:1").unwrap();
         let report = store.prune(true).unwrap();
         assert_eq!(report.blobs.len(), 3);
+    }
+
+    /// An image a running app uses is kept with its blobs by every prune,
+    /// even once it has lost its name; when the app ends, it goes.
+    #[test]
+    fn images_in_use_survive_prune() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(home.path()).unwrap();
+        let image = |payload: &[u8], name: &str| {
+            let layer = store.put("application/wasm", payload).unwrap();
+            let config = store.put(spec::WASM_CONFIG, b"{}").unwrap();
+            let manifest = spec::Manifest {
+                schema_version: 2,
+                media_type: Some(MANIFEST.into()),
+                artifact_type: None,
+                config,
+                layers: vec![layer],
+                annotations: Default::default(),
+            };
+            let m = store.put(MANIFEST, &spec::to_json(&manifest)).unwrap();
+            store.tag(name, &m).unwrap();
+            m
+        };
+        let running = image(b"\0asm running", "running:1");
+        let idle = image(b"\0asm idle", "idle:1");
+        let mark = store.mark_in_use(&running.digest).unwrap();
+        let usage = store.usage().unwrap();
+        assert_eq!((usage.images, usage.active_images), (2, 1));
+        assert!(
+            usage.reclaimable_blob_bytes > 0 && usage.reclaimable_blob_bytes < usage.blob_bytes
+        );
+
+        // -a: every image no running app uses.
+        let report = store.prune_images(PruneImages::Unused).unwrap();
+        let names: Vec<_> = report.images.iter().map(|i| i.name.clone()).collect();
+        assert_eq!(names, [Some("idle:1".to_owned())]);
+        assert!(!store.has_blob(&idle));
+        // Untagged while it runs: still kept.
+        store.untag("running:1").unwrap();
+        store.prune(true).unwrap();
+        assert!(store.has_blob(&running));
+        drop(mark);
+        store.prune(true).unwrap();
+        assert!(!store.has_blob(&running), "gone once the app ended");
+        assert!(matches!(
+            store.mark_in_use(&running.digest),
+            Err(ImageError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn temporary_files_are_swept_on_open_unless_a_writer_is_at_work() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(home.path()).unwrap();
+        let marker = home.path().join("images.swept");
+        let left = home.path().join("tmp/blob-killed");
+        // A writer at work: its temporary file stays.
+        fs::write(&left, b"half a blob").unwrap();
+        fs::remove_file(&marker).unwrap();
+        let writer = store.adding().unwrap();
+        ImageStore::open(home.path()).unwrap();
+        assert!(left.exists() && !marker.exists());
+        drop(writer);
+        ImageStore::open(home.path()).unwrap();
+        assert!(!left.exists() && marker.exists());
     }
 }

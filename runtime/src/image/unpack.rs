@@ -98,8 +98,9 @@ pub enum UnpackError {
     /// A corrupt gzip stream or a truncated tar.
     #[error("failed to read the layer: {0}")]
     Read(io::Error),
-    #[error("failed to write `{entry}`: {source}")]
-    Write { entry: String, source: io::Error },
+    // Not a `source()`: the message says it already (see `ImageError::Io`).
+    #[error("failed to write `{entry}`: {reason}")]
+    Write { entry: String, reason: io::Error },
 }
 
 /// Applies one layer (an OCI changeset, in order) onto `root`, which earlier layers may already have filled.
@@ -322,9 +323,9 @@ impl Layer<'_> {
             let parent = path.parent().unwrap_or(Path::new(""));
             return self.whiteout(parent, hidden, &name);
         }
-        let write = |source| UnpackError::Write {
+        let write = |reason| UnpackError::Write {
             entry: name.clone(),
-            source,
+            reason,
         };
         match kind {
             EntryType::Regular | EntryType::Continuous => {
@@ -439,9 +440,9 @@ impl Layer<'_> {
         budget: &mut Budget,
         name: &str,
     ) -> Result<(), UnpackError> {
-        let write = |source| UnpackError::Write {
+        let write = |reason| UnpackError::Write {
             entry: name.to_owned(),
-            source,
+            reason,
         };
         // `create_new` never follows a symlink at `path`, even if one appeared
         // after `make_room` removed the old entry.
@@ -510,9 +511,9 @@ impl Layer<'_> {
     }
 
     fn whiteout(&mut self, parent: &Path, hidden: &[u8], name: &str) -> Result<(), UnpackError> {
-        let write = |source| UnpackError::Write {
+        let write = |reason| UnpackError::Write {
             entry: name.to_owned(),
-            source,
+            reason,
         };
         if hidden == OPAQUE_WHITEOUT {
             return self.opaque(parent).map_err(write);
