@@ -202,6 +202,7 @@ pub fn load_archive(store: &ImageStore, input: impl Read) -> Result<LoadReport, 
         ready.push(entry);
     }
     for entry in ready {
+        crate::crash_hook::point(crate::crash_hook::LOAD_BEFORE_TAG);
         match &entry.name {
             Some(name) => store.tag(name, &entry.descriptor)?,
             None => store.add_dangling(&entry.descriptor)?,

@@ -217,6 +217,7 @@ pub fn build_image(
         component,
     };
     let config = store.put(spec::WASM_CONFIG, &spec::to_json(&config))?;
+    crate::crash_hook::point(crate::crash_hook::BUILD_BEFORE_MANIFEST);
     let mut annotations = BTreeMap::new();
     annotations.insert(spec::CREATED.to_owned(), created);
     spec.defaults.to_annotations(&mut annotations);
@@ -229,6 +230,7 @@ pub fn build_image(
         annotations,
     };
     let descriptor = store.put(spec::MANIFEST, &spec::to_json(&manifest))?;
+    crate::crash_hook::point(crate::crash_hook::BUILD_BEFORE_TAG);
     store.tag(name, &descriptor)?;
     Ok(descriptor)
 }
