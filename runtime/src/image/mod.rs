@@ -189,8 +189,13 @@ impl ImageRef {
     /// `library/hello`, `host:port/path` for others.
     pub fn repository(&self) -> String {
         if self.registry == DOCKER_HUB {
+            // Only one-part names live under `library/`: `library/a/b` is a
+            // repository of its own, which `a/b` would name differently.
             let repo = &self.repository;
-            repo.strip_prefix("library/").unwrap_or(repo).to_owned()
+            match repo.strip_prefix("library/") {
+                Some(short) if !short.contains('/') => short.to_owned(),
+                _ => repo.to_owned(),
+            }
         } else {
             format!("{}/{}", self.registry, self.repository)
         }
@@ -324,6 +329,21 @@ mod tests {
                 .unwrap(),
             "localhost/a__b.c-d/e:v1.0"
         );
+        // Every spelling shows as a name that parses back to the same
+        // repository, and distinct repositories never share a name.
+        for (spelling, shown) in [
+            ("hello", "hello:latest"),
+            ("library/hello", "hello:latest"),
+            ("docker.io/library/hello:1", "hello:1"),
+            ("docker.io/a/b", "a/b:latest"),
+            ("docker.io/library/a/b", "library/a/b:latest"),
+            ("index.docker.io/library/a/b:2", "library/a/b:2"),
+            ("localhost/library/a", "localhost/library/a:latest"),
+        ] {
+            let r = ImageRef::parse(spelling).unwrap();
+            assert_eq!(r.tagged().unwrap(), shown, "{spelling}");
+            assert!(ImageRef::parse(shown).unwrap() == r, "{spelling}");
+        }
         for bad in [
             "a/../b",
             "a//b",
