@@ -18,6 +18,8 @@
 mod archive;
 mod build;
 pub mod defaults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod registry;
 mod resolve;
 mod spec;
