@@ -194,9 +194,17 @@ impl ImageRef {
             // Only one-part names live under `library/`: `library/a/b` is a
             // repository of its own, which `a/b` would name differently.
             let repo = &self.repository;
-            match repo.strip_prefix("library/") {
-                Some(short) if !short.contains('/') => short.to_owned(),
-                _ => repo.to_owned(),
+            let short = match repo.strip_prefix("library/") {
+                Some(short) if !short.contains('/') => short,
+                _ => repo,
+            };
+            // A first part that looks like a host would be read back as a
+            // registry: `docker.io/a.b/c` is not `a.b/c`.
+            match short.split_once('/') {
+                Some((first, _)) if first.contains('.') || first == "localhost" => {
+                    format!("{DOCKER_HUB}/{short}")
+                }
+                _ => short.to_owned(),
             }
         } else {
             format!("{}/{}", self.registry, self.repository)
@@ -341,6 +349,9 @@ mod tests {
             ("docker.io/library/a/b", "library/a/b:latest"),
             ("index.docker.io/library/a/b:2", "library/a/b:2"),
             ("localhost/library/a", "localhost/library/a:latest"),
+            ("docker.io/a.b/c", "docker.io/a.b/c:latest"),
+            ("docker.io/localhost/c", "docker.io/localhost/c:latest"),
+            ("docker.io/library/a.b", "a.b:latest"),
         ] {
             let r = ImageRef::parse(spelling).unwrap();
             assert_eq!(r.tagged().unwrap(), shown, "{spelling}");
