@@ -6,9 +6,8 @@
 //! bytes than the budget, and no symlink that resolves out of the root.
 //!
 //! The first byte: bit 0 gzip, bit 1 apply the layer twice (as a second,
-//! upper layer over itself: replacements and whiteouts), bit 2 a second
-//! layer follows after the first NUL-block boundary marker
-//! `\0WRUN-FUZZ-LAYER\0`.
+//! upper layer over itself: replacements and whiteouts), bit 2 the input
+//! holds a second layer after the marker `\0WRUN-FUZZ-LAYER\0`.
 
 #![no_main]
 
@@ -54,7 +53,9 @@ fn resolve(root: &Path, dir: &[OsString], target: &Path, hops: &mut u32) -> Opti
                         if *hops > 40 {
                             return Some(at);
                         }
-                        let next = std::fs::read_link(&path).ok()?;
+                        let Ok(next) = std::fs::read_link(&path) else {
+                            return Some(at);
+                        };
                         at = resolve(root, &at, &next, hops)?;
                     }
                     Ok(meta) if meta.is_dir() => at.push(name.to_owned()),
