@@ -8,4 +8,6 @@
 pub mod commands;
 pub mod common;
 pub mod exit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod serve;

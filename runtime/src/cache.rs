@@ -209,14 +209,19 @@ impl ArtifactCache {
             .suffix(".cwasm")
             .tempfile_in(&self.dir)
             .map_err(write_err)?;
+        crate::crash_hook::point(crate::crash_hook::CACHE_BEFORE_WRITE);
         let digest_bytes = blake3::hash(artifact);
         tmp.write_all(artifact)
+            .map(|()| crate::crash_hook::point(crate::crash_hook::CACHE_BEFORE_TRAILER))
             .and_then(|()| tmp.write_all(TRAILER_MAGIC))
             .and_then(|()| tmp.write_all(&[kind_byte(kind)]))
             .and_then(|()| tmp.write_all(digest_bytes.as_bytes()))
+            .map(|()| crate::crash_hook::point(crate::crash_hook::CACHE_BEFORE_SYNC))
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(write_err)?;
+        crate::crash_hook::point(crate::crash_hook::CACHE_BEFORE_RENAME);
         tmp.persist(&path).map_err(|e| write_err(e.error))?;
+        crate::crash_hook::point(crate::crash_hook::CACHE_AFTER_RENAME);
         self.root.evict(self.max_size, Some(&path));
         Ok(())
     }

@@ -351,8 +351,9 @@ impl SaveCommand {
 
 /// Load images from an OCI archive (from `wrun save` or `skopeo copy ...
 /// oci-archive:...`; `docker save` writes the same layout since Docker 25,
-/// with extra files that are skipped). Every blob is verified and every
-/// layer checked before any image is named.
+/// with extra files that are skipped). Every blob is verified, every layer
+/// checked and every name parsed as an image reference before any image is
+/// named.
 #[derive(clap::Args)]
 pub struct LoadCommand {
     /// Read from FILE instead of stdin.

@@ -6,6 +6,7 @@ mod support;
 
 mod cache;
 mod cli;
+mod crash;
 mod env;
 mod images;
 mod inputs;

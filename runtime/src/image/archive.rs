@@ -190,10 +190,13 @@ pub fn load_archive(store: &ImageStore, input: impl Read) -> Result<LoadReport, 
     let mut report = LoadReport::default();
     let mut ready = Vec::new();
     for descriptor in index.manifests {
-        let mut entry = ImageEntry {
-            name: super::store::entry_name(&descriptor),
-            descriptor,
-        };
+        let name = super::store::entry_name(&descriptor);
+        // A name that is no image reference could never be run, tagged or
+        // removed by: the archive is refused rather than the store given it.
+        if let Some(name) = &name {
+            super::ImageRef::parse(name).map_err(|e| invalid(format!("`index.json`: {e}")))?;
+        }
+        let mut entry = ImageEntry { name, descriptor };
         // Every image must be whole and runnable (its layers unpack
         // cleanly) before any is named.
         let image = Image::load(store, &entry)?;
@@ -202,6 +205,7 @@ pub fn load_archive(store: &ImageStore, input: impl Read) -> Result<LoadReport, 
         ready.push(entry);
     }
     for entry in ready {
+        crate::crash_hook::point(crate::crash_hook::LOAD_BEFORE_TAG);
         match &entry.name {
             Some(name) => store.tag(name, &entry.descriptor)?,
             None => store.add_dangling(&entry.descriptor)?,
@@ -209,4 +213,39 @@ pub fn load_archive(store: &ImageStore, input: impl Read) -> Result<LoadReport, 
         report.images.push((entry.name, entry.descriptor.digest));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archive of just `index.json`, naming one image `name`.
+    fn archive(name: &str) -> Vec<u8> {
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"sha256:{}","size":2,"annotations":{{"{REF_NAME}":"{name}"}}}}]}}"#,
+            spec::MANIFEST,
+            "0".repeat(64)
+        );
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = header(tar::EntryType::Regular, index.len() as u64, 0o644);
+        tar.append_data(&mut h, "index.json", index.as_bytes())
+            .unwrap();
+        tar.into_inner().unwrap()
+    }
+
+    #[test]
+    fn names_that_are_no_reference_are_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(home.path()).unwrap();
+        for name in ["Volumes", "a b:1", "x:-tag", "-x", "a//b", ""] {
+            let err = load_archive(&store, &archive(name)[..])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("invalid image reference `{name}`")),
+                "{name}: {err}"
+            );
+            assert!(store.entries().unwrap().is_empty());
+        }
+    }
 }

@@ -230,6 +230,7 @@ pub fn build_image(
         component,
     };
     let config = store.put(spec::WASM_CONFIG, &spec::to_json(&config))?;
+    crate::crash_hook::point(crate::crash_hook::BUILD_BEFORE_MANIFEST);
     let mut annotations = BTreeMap::new();
     annotations.insert(spec::CREATED.to_owned(), created);
     spec.defaults.to_annotations(&mut annotations);
@@ -242,6 +243,7 @@ pub fn build_image(
         annotations,
     };
     let descriptor = store.put(spec::MANIFEST, &spec::to_json(&manifest))?;
+    crate::crash_hook::point(crate::crash_hook::BUILD_BEFORE_TAG);
     store.tag(name, &descriptor)?;
     Ok(descriptor)
 }
@@ -348,7 +350,15 @@ fn append(
             .map_err(|e| fail(e.to_string()))
     } else if file_type.is_symlink() {
         let target = std::fs::read_link(path).map_err(|e| fail(e.to_string()))?;
-        // The same rule the unpacker applies: a link must stay inside the tree.
+        // The same rules the unpacker applies, so that what is built runs: a
+        // link stays inside the tree, and only leading `..` count.
+        if super::unpack::has_dotdot_after_name(&target) {
+            return Err(fail(format!(
+                "it is a symlink to `{}`, which has `..` after a name; write the target \
+                 without it",
+                target.display()
+            )));
+        }
         let inside = target.is_relative() && {
             let depth = path
                 .strip_prefix(root)
@@ -386,6 +396,33 @@ fn append(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn baked_in_links_follow_the_unpackers_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        std::os::unix::fs::symlink(".", tree.join("x")).unwrap();
+        std::os::unix::fs::symlink("x/..", tree.join("l")).unwrap();
+        let err = tar_layer(&FileTree {
+            source: tree.clone(),
+            target: "/t".into(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`x/..`") && err.contains("after a name"),
+            "{err}"
+        );
+        std::fs::remove_file(tree.join("l")).unwrap();
+        std::fs::create_dir(tree.join("sub")).unwrap();
+        std::os::unix::fs::symlink("../x", tree.join("sub/l")).unwrap();
+        tar_layer(&FileTree {
+            source: tree,
+            target: "/t".into(),
+        })
+        .unwrap();
+    }
 
     #[test]
     fn manifest_parsing_names_bad_values() {

@@ -18,6 +18,8 @@
 mod archive;
 mod build;
 pub mod defaults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod registry;
 mod resolve;
 mod spec;
@@ -203,8 +205,21 @@ impl ImageRef {
     /// `library/hello`, `host:port/path` for others.
     pub fn repository(&self) -> String {
         if self.registry == DOCKER_HUB {
+            // Only one-part names live under `library/`: `library/a/b` is a
+            // repository of its own, which `a/b` would name differently.
             let repo = &self.repository;
-            repo.strip_prefix("library/").unwrap_or(repo).to_owned()
+            let short = match repo.strip_prefix("library/") {
+                Some(short) if !short.contains('/') => short,
+                _ => repo,
+            };
+            // A first part that looks like a host would be read back as a
+            // registry: `docker.io/a.b/c` is not `a.b/c`.
+            match short.split_once('/') {
+                Some((first, _)) if first.contains('.') || first == "localhost" => {
+                    format!("{DOCKER_HUB}/{short}")
+                }
+                _ => short.to_owned(),
+            }
         } else {
             format!("{}/{}", self.registry, self.repository)
         }
@@ -367,6 +382,24 @@ mod tests {
         let long = format!("{}:1", "a".repeat(1 << 20));
         let e = ImageRef::parse(&long).unwrap_err().to_string();
         assert!(e.len() < 300 && e.contains("bytes)"), "{}", &e[..300]);
+        // Every spelling shows as a name that parses back to the same
+        // repository, and distinct repositories never share a name.
+        for (spelling, shown) in [
+            ("hello", "hello:latest"),
+            ("library/hello", "hello:latest"),
+            ("docker.io/library/hello:1", "hello:1"),
+            ("docker.io/a/b", "a/b:latest"),
+            ("docker.io/library/a/b", "library/a/b:latest"),
+            ("index.docker.io/library/a/b:2", "library/a/b:2"),
+            ("localhost/library/a", "localhost/library/a:latest"),
+            ("docker.io/a.b/c", "docker.io/a.b/c:latest"),
+            ("docker.io/localhost/c", "docker.io/localhost/c:latest"),
+            ("docker.io/library/a.b", "a.b:latest"),
+        ] {
+            let r = ImageRef::parse(spelling).unwrap();
+            assert_eq!(r.tagged().unwrap(), shown, "{spelling}");
+            assert!(ImageRef::parse(shown).unwrap() == r, "{spelling}");
+        }
         for bad in [
             "a/../b",
             "a//b",

@@ -251,6 +251,7 @@ impl Registry {
             }
             transferred += self.pull_blob(store, reference, blob, progress).await?;
         }
+        crate::crash_hook::point(crate::crash_hook::PULL_BEFORE_MANIFEST);
         let media_type = manifest.media_type.as_deref().unwrap_or(spec::MANIFEST);
         let descriptor = store.put(media_type, &manifest_bytes)?;
         let name = reference.tagged().unwrap_or_else(|| reference.to_string());
@@ -260,6 +261,7 @@ impl Registry {
             descriptor: descriptor.clone(),
         };
         Image::load(store, &entry)?.rootfs(store, &unpack::Limits::default())?;
+        crate::crash_hook::point(crate::crash_hook::PULL_BEFORE_TAG);
         store.tag(&name, &descriptor)?;
         Ok(PullReport {
             name,

@@ -228,12 +228,16 @@ impl Image {
                 Compression::from_media_type(&layer.media_type).unwrap_or(Compression::None);
             let mut reader = store.open_blob(layer)?;
             match unpack::apply_layer(&root, &mut reader, compression, limits, &mut budget) {
-                Ok(()) => reader.finish()?,
+                Ok(()) => {
+                    reader.finish()?;
+                    crate::crash_hook::point(crate::crash_hook::ROOTFS_AFTER_LAYER);
+                }
                 Err(unpack::UnpackError::Read(e)) => return Err(verify_error(&layer.digest, e)),
                 Err(e) => return Err(e.into()),
             }
         }
         drop(root);
+        crate::crash_hook::point(crate::crash_hook::ROOTFS_BEFORE_RENAME);
         match std::fs::rename(staging.path(), &target) {
             Ok(()) => {
                 // The directory now lives on as `target`.

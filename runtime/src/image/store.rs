@@ -25,6 +25,7 @@
 
 use super::spec::{self, Descriptor, Digest, Document, INDEX, Index, MANIFEST, REF_NAME};
 use super::{ImageError, ImageRef};
+use crate::crash_hook;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -686,10 +687,13 @@ impl ImageStore {
             .tempfile_in(dir)
             .map_err(ImageError::io("failed to create a temporary file in", dir))?;
         file.write_all(bytes)
+            .map(|()| crash_hook::point(crash_hook::LAYOUT_BEFORE_SYNC))
             .and_then(|()| file.as_file().sync_all())
             .map_err(ImageError::io("failed to write", path))?;
+        crash_hook::point(crash_hook::LAYOUT_BEFORE_RENAME);
         file.persist(path)
             .map_err(|e| ImageError::io("failed to write", path)(e.error))?;
+        crash_hook::point(crash_hook::LAYOUT_AFTER_RENAME);
         Ok(())
     }
 
@@ -824,13 +828,16 @@ impl BlobWriter {
                 reason: format!("its content hashes to `{actual}`"),
             });
         }
+        crash_hook::point(crash_hook::BLOB_BEFORE_SYNC);
         self.file
             .as_file()
             .sync_all()
             .map_err(ImageError::io("failed to write blob", &self.target))?;
+        crash_hook::point(crash_hook::BLOB_BEFORE_RENAME);
         self.file
             .persist(&self.target)
             .map_err(|e| ImageError::io("failed to write blob", &self.target)(e.error))?;
+        crash_hook::point(crash_hook::BLOB_AFTER_RENAME);
         Ok(())
     }
 }
@@ -842,6 +849,10 @@ impl Write for BlobWriter {
                 "blob `{}` is longer than its declared {} bytes",
                 self.expected.digest, self.expected.size
             )));
+        }
+        if let Some(k) = crash_hook::cut(crash_hook::BLOB_BYTES, buf.len()) {
+            self.file.write_all(&buf[..k])?;
+            crash_hook::kill();
         }
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);

@@ -354,6 +354,12 @@ impl Layer<'_> {
                         target.display()
                     )));
                 }
+                if has_dotdot_after_name(&target) {
+                    return Err(refuse(format!(
+                        "its symlink target `{}` has `..` after a name",
+                        target.display()
+                    )));
+                }
                 self.make_room(&path).map_err(write)?;
                 if !self.stays_inside(&path, &target).map_err(write)? {
                     return Err(refuse(format!(
@@ -576,6 +582,23 @@ impl Layer<'_> {
             }
         }
     }
+}
+
+/// Whether a `..` in a link target follows a name (`a/../b`). The kernel
+/// resolves `a/..` from wherever `a` leads, and `a` may be, or a later entry
+/// may make it, a symlink to anywhere in the root: `x -> .` makes `x/..` the
+/// root's parent. Only leading `..` can be counted against the link's depth,
+/// and no honest image needs more (links are `../lib/x`, `./y`, `z`).
+pub(super) fn has_dotdot_after_name(target: &Path) -> bool {
+    let mut named = false;
+    target.components().any(|c| match c {
+        Component::Normal(_) => {
+            named = true;
+            false
+        }
+        Component::ParentDir => named,
+        _ => false,
+    })
 }
 
 /// Removes whatever is at `path` without following a symlink there; a missing
@@ -926,6 +949,44 @@ mod tests {
         apply(&root, &Tar::default().symlink("a/b", "../c").done()).unwrap();
         let link = fs::read_link(outer.path().join("root/a/b")).unwrap();
         assert_eq!(link, Path::new("../c"));
+    }
+
+    /// `..` after a name in a link target is resolved by the kernel from
+    /// wherever that name leads, which a later entry can make a symlink
+    /// anywhere in the root: `x -> .` and then `l -> x/..` is the root's
+    /// parent, though `l` and `x/..` both look like they stay inside.
+    #[test]
+    fn refuses_symlinks_that_leave_through_another_link() {
+        let cases: [&[(&str, &str)]; 4] = [
+            &[("x", "."), ("l", "x/..")],
+            &[("d/up", ".."), ("d/l", "up/..")],
+            // The target's link is made after the link through it.
+            &[("d/l", "up/.."), ("d/up", "..")],
+            &[("a/b/l", "c/../../.."), ("a/b/c", "../..")],
+        ];
+        for links in cases {
+            let (outer, root) = root();
+            let mut tar = Tar::default();
+            for (name, target) in links {
+                tar = tar.symlink(name, target);
+            }
+            let result = apply(&root, &tar.done());
+            let refused = links.iter().find(|(_, t)| t.contains("/.."));
+            let (name, target) = refused.unwrap();
+            assert_refused(
+                result,
+                name,
+                &format!("its symlink target `{target}` has `..` after a name"),
+            );
+            assert!(!outer.path().join("root").join(name).exists());
+        }
+        // Leading `..` and names after them are what real images hold.
+        let (_outer, root) = root();
+        let fine = Tar::default()
+            .symlink("usr/lib/x", "../../bin/./y")
+            .symlink("a/b", "./c")
+            .done();
+        apply(&root, &fine).unwrap();
     }
 
     #[test]
