@@ -4,6 +4,7 @@
 //! request stays on one core from accept to response (measured: +25-35%
 //! over tokio's multi-thread scheduler, see notes/serve-performance.md).
 
+use super::config::normalize_host;
 use super::metrics::Rejection;
 use super::{Deployed, Platform};
 use bytes::Bytes;
@@ -313,27 +314,14 @@ async fn run(
     Ok(response)
 }
 
-/// The request's host without a port: from the URI (HTTP/2) or the Host
-/// header (HTTP/1.1).
+/// The request's host as routes compare it (see [`normalize_host`]): from
+/// the URI (HTTP/2, or an absolute-form request) or the Host header.
 fn request_host<'a>(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
     let authority = match uri.host() {
         Some(host) => host,
         None => headers.get(header::HOST)?.to_str().ok()?,
     };
-    Some(strip_port(authority))
-}
-
-fn strip_port(authority: &str) -> &str {
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                host
-            } else {
-                authority
-            }
-        }
-        _ => authority,
-    }
+    Some(normalize_host(authority))
 }
 
 fn too_large(max: u64) -> Response<Body> {
@@ -430,18 +418,5 @@ impl http_body::Body for CappedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_are_stripped() {
-        assert_eq!(strip_port("a.example:8080"), "a.example");
-        assert_eq!(strip_port("a.example"), "a.example");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("::1"), "::1");
     }
 }

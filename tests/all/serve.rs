@@ -213,20 +213,25 @@ fn fresh_instance_per_request_unless_reuse_is_asked() {
 #[test]
 fn routes_by_path_and_host() {
     let dir = tempdir();
+    // Within one tenant routes may overlap: a host wins over a path, then
+    // the longest prefix.
     let config = format!(
         r#"
 version = 1
 [tenants.a.functions.api]
 wasm = {fn_}
 routes = ["/env", "/hello"]
-env = {{ WHO = "a" }}
-[tenants.b.functions.site]
+env = {{ WHO = "api" }}
+[tenants.a.functions.site]
 wasm = {fn_}
-routes = ["b.test"]
-env = {{ WHO = "b" }}
+routes = ["site.test"]
+env = {{ WHO = "site" }}
 [tenants.b.functions.cgi]
 wasm = {cgi}
-routes = ["/cgi"]
+routes = ["cgi.test/cgi"]
+[tenants.b.functions.deeper]
+wasm = {cgi}
+routes = ["cgi.test/cgi/status"]
 "#,
         fn_ = toml_path(http::FN),
         cgi = toml_path(P1.cgi),
@@ -234,23 +239,33 @@ routes = ["/cgi"]
     let server = Server::config(dir.path(), &config);
     assert_eq!(
         raw_get(server.addr, "a.test", "/env?name=WHO"),
-        (200, "a".to_owned())
+        (200, "api".to_owned())
     );
-    assert_eq!(
-        raw_get(server.addr, "b.test", "/env?name=WHO"),
-        (200, "b".to_owned())
-    );
-    assert_eq!(
-        raw_get(server.addr, "B.TEST:80", "/env?name=WHO"),
-        (200, "b".to_owned())
-    );
+    // The request's host, however it is spelled.
+    for host in ["site.test", "SITE.TEST:80", "Site.Test.", "site.test.:8080"] {
+        assert_eq!(
+            raw_get(server.addr, host, "/env?name=WHO"),
+            (200, "site".to_owned()),
+            "{host}"
+        );
+    }
     assert_eq!(server.get("/hello").0, 200);
     // Segment-wise prefixes: `/hello` does not take `/helloworld`.
     assert_eq!(server.get("/helloworld").0, 404);
+    for host in ["cgi.test", "CGI.test.:1"] {
+        assert_eq!(
+            raw_get(server.addr, host, "/cgi/hello"),
+            (200, "hello from cgi\n".to_owned()),
+            "{host}"
+        );
+    }
+    // The longer prefix takes the request: `deeper` sees an empty
+    // PATH_INFO, where `cgi` would have answered 418.
     assert_eq!(
-        server.get("/cgi/hello"),
-        (200, "hello from cgi\n".to_owned())
+        raw_get(server.addr, "cgi.test", "/cgi/status?code=418"),
+        (404, "not found\n".to_owned())
     );
+    assert_eq!(server.get("/cgi/hello").0, 404);
     assert_eq!(server.get("/nothing").0, 404);
 }
 
@@ -811,7 +826,7 @@ fn the_example_config_serves() {
         (200, "Hello, world!\n".to_owned())
     );
     assert_eq!(
-        server.get("/cgi/hello"),
+        raw_get(server.addr, "legacy.localhost", "/cgi/hello"),
         (200, "hello from cgi\n".to_owned())
     );
     let (status, list) = server.admin("GET", "/v1/tenants/acme/functions", Some(TOKEN_A));
@@ -831,4 +846,123 @@ fn a_full_instance_pool_answers_503() {
     // The second request is admitted (no limit of its own is reached), but
     // no instance can be made while the only pool slot is taken.
     assert_busy_while_one_request_runs(&server);
+}
+
+/// Tenant `evil`, with its own token, tries every way of covering tenant
+/// `victim`'s routes: each is refused with 409 naming both functions, and
+/// victim's requests still reach victim.
+#[test]
+fn a_tenant_cannot_take_another_tenants_requests() {
+    let dir = tempdir();
+    let config = format!(
+        r#"
+version = 1
+[tenants.victim]
+token_env = "TOKEN_B"
+[tenants.victim.functions.site]
+wasm = {cgi}
+routes = ["/victim", "victim.example/app"]
+[tenants.evil]
+token_env = "TOKEN_A"
+"#,
+        cgi = toml_path(P1.cgi)
+    );
+    let server = Server::config(dir.path(), &config);
+    let hello = std::fs::read(http::HELLO).unwrap();
+    for (token, route) in [
+        (TOKEN_A, "/victim/x"),
+        (TOKEN_A, "/victim/x/y/"),
+        (TOKEN_A, "/victim"),
+        (TOKEN_A, "/victim/"),
+        (TOKEN_A, "/"),
+        (TOKEN_A, "victim.example"),
+        (TOKEN_A, "VICTIM.Example."),
+        (TOKEN_A, "victim.example/app"),
+        (TOKEN_A, "Victim.Example./app/x"),
+        (TOKEN_A, "victim.example/victim"),
+        (TOKEN_A, "evil.example/victim/x"),
+        (TOKEN_A, "evil.example"),
+        (TOKEN_A, "/app"),
+        (TOKEN_A, "/app/x"),
+        // The admin token is held to the same rule.
+        (ADMIN_TOKEN, "/victim/admin"),
+    ] {
+        let config = format!("routes = [\"/evil\", {route:?}]");
+        let (status, body) = server.deploy(token, "evil", "f", &config, &hello);
+        assert_eq!(status, 409, "{route}: {body}");
+        assert!(
+            body.contains("`evil/f`") && body.contains("`victim/site`"),
+            "{route}: {body}"
+        );
+    }
+    // Nothing of evil's was deployed.
+    assert_eq!(server.get("/evil").0, 404);
+    let (_, list) = server.admin("GET", "/v1/tenants/evil/functions", Some(TOKEN_A));
+    assert_eq!(list, "{\"functions\":[]}");
+    // Victim's requests, however the host is spelled, reach victim (whose
+    // CGI app answers `/x/hello` with 404 where evil's would say hello).
+    for (host, path, expected) in [
+        ("any.example", "/victim/hello", (200, "hello from cgi\n")),
+        ("victim.example", "/victim/x/hello", (404, "not found\n")),
+        ("victim.example", "/app/hello", (200, "hello from cgi\n")),
+        ("Victim.Example.:8080", "/app/x/hello", (404, "not found\n")),
+    ] {
+        let (status, body) = raw_get(server.addr, host, path);
+        assert_eq!((status, body.as_str()), expected, "{host}{path}");
+    }
+    // Routes no request shares with victim's are evil's to take.
+    let config = "routes = [\"/evil\", \"/victimx\", \"other.example/app\"]";
+    let (status, body) = server.deploy(TOKEN_A, "evil", "f", config, &hello);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(server.get("/victimx"), (200, "Hello, world!\n".to_owned()));
+    assert_eq!(
+        raw_get(server.addr, "other.example", "/app"),
+        (200, "Hello, world!\n".to_owned())
+    );
+    assert_eq!(
+        raw_get(server.addr, "victim.example", "/app/hello"),
+        (200, "hello from cgi\n".to_owned())
+    );
+    // And the rule holds the other way round.
+    let cgi = std::fs::read(P1.cgi).unwrap();
+    let (status, body) = server.deploy(TOKEN_B, "victim", "g", "routes = [\"/evil/x\"]", &cgi);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("`victim/g`") && body.contains("`evil/f`"),
+        "{body}"
+    );
+}
+
+/// Routes of two tenants that some request would match both make a config
+/// fail to load, naming both functions.
+#[test]
+fn a_config_with_overlapping_tenant_routes_is_refused() {
+    let dir = tempdir();
+    for (a, b) in [
+        ("/x", "/x/y"),
+        ("/", "/y"),
+        ("h.example", "/y"),
+        ("h.example/y", "/y/z"),
+        ("/y", "H.Example./y"),
+        ("h.example/y", "h.example"),
+    ] {
+        let text = format!(
+            "version = 1\n[tenants.a.functions.f]\nwasm = {h}\nroutes = [{a:?}]\n\
+             [tenants.b.functions.g]\nwasm = {h}\nroutes = [{b:?}]\n",
+            h = toml_path(http::HELLO)
+        );
+        std::fs::write(dir.path().join("overlap.toml"), text).unwrap();
+        let output = wrun()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(dir.path().join("overlap.toml"))
+            .run();
+        assert_eq!(output.code, 125, "{a} and {b}: {}", output.stderr);
+        assert!(
+            output.stderr.contains("`a/f`")
+                && output.stderr.contains("`b/g`")
+                && output.stderr.contains("overlaps"),
+            "{a} and {b}: {}",
+            output.stderr
+        );
+    }
 }
