@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub admin_listen: Option<String>,
     pub admin_token_file: Option<PathBuf>,
     pub admin_token_env: Option<String>,
+    /// Close connections idle this long, e.g. `60s` (`--idle-timeout`).
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

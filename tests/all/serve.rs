@@ -966,3 +966,129 @@ fn a_config_with_overlapping_tenant_routes_is_refused() {
         );
     }
 }
+
+/// A connection to `addr` with `request` written on it.
+fn raw_request(addr: SocketAddr, request: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    conn
+}
+
+/// Reads a response head (up to and with its blank line), byte by byte so
+/// that nothing of the body is consumed.
+fn read_head(conn: &mut impl Read) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("the response head ended early ({other:?}): {head:?}"),
+        }
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// The value of header `name` in a response's text.
+fn header_of(response: &str, name: &str) -> String {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no header {name} in {head:?}"))
+}
+
+/// Waits until the server closes `conn`, reading (and dropping) whatever it
+/// sends before that.
+#[track_caller]
+fn assert_closed_by_server(mut conn: TcpStream, what: &str) {
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = [0; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{what}: not closed by the server: {e}"),
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 response, with a Content-Length or chunked: its
+/// status and body.
+fn read_response(conn: &mut TcpStream) -> (u16, String) {
+    let head = read_head(conn);
+    let status = head[9..12].parse().unwrap();
+    let mut body = Vec::new();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        loop {
+            let size_line = read_line(conn);
+            let size = usize::from_str_radix(size_line.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            conn.read_exact(&mut chunk).unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        let len: usize = header_of(&head, "content-length").parse().unwrap();
+        body.resize(len, 0);
+        conn.read_exact(&mut body).unwrap();
+    }
+    (status, String::from_utf8(body).unwrap())
+}
+
+fn read_line(conn: &mut impl Read) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0];
+    while !line.ends_with(b"\r\n") {
+        conn.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+#[test]
+fn idle_connections_are_closed_and_busy_ones_are_not() {
+    let server = Server::start(&["--idle-timeout", "1s", http::FN]);
+    // Connections that never send a byte, and an HTTP/2 one that never
+    // opens a stream (the preface and an empty SETTINGS frame).
+    let silent: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    let mut h2 = TcpStream::connect(server.addr).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    // A request that runs three times as long as the idle timeout.
+    let slow = {
+        let addr = server.addr;
+        std::thread::spawn(move || raw_get(addr, "x", "/sleep?ms=3000"))
+    };
+    // While they are open, requests are served; a keep-alive connection
+    // serves several, then is closed once idle.
+    assert_eq!(
+        raw_get(server.addr, "x", "/hello"),
+        (200, "hello from http-fn\n".to_owned())
+    );
+    let mut kept = raw_request(server.addr, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(&mut kept).0, 200);
+    kept.write_all(b"GET /counter HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut kept), (200, "1\n".to_owned()));
+    for (i, conn) in silent.into_iter().enumerate() {
+        assert_closed_by_server(conn, &format!("silent connection {i}"));
+    }
+    assert_closed_by_server(h2, "HTTP/2 connection");
+    assert_closed_by_server(kept, "keep-alive connection");
+    assert_eq!(slow.join().unwrap(), (200, "slept 3000 ms\n".to_owned()));
+    // The server goes on.
+    assert_eq!(server.get("/hello").0, 200);
+}
