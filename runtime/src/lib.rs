@@ -25,7 +25,8 @@ pub use load::{App, AppKind, AppSource, LoadError, SourceKind};
 
 pub use run::RunError;
 pub use serve::{
-    Body, CgiRequest, Failure, Function, FunctionKind, FunctionSpec, MAX_CGI_RESPONSE, Outcome,
+    Body, CGI_BODY_BUFFER, CgiRequest, Failure, Function, FunctionKind, FunctionSpec, MAX_CGI_HEAD,
+    Outcome,
 };
 
 use sha2::{Digest, Sha256};

@@ -302,10 +302,111 @@ fn cgi_function(apps: &Apps) {
     // server goes on.
     assert_eq!(server.get("/cgi/nohead").0, 502);
     assert_eq!(server.get("/cgi/exit?code=3").0, 502);
+    // A header block is held up to 64 KiB, and must end within it.
+    let (status, body) = server.get("/cgi/bighead?kib=100");
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(server.get("/cgi/bighead?kib=10").0, 502);
+    // Once the head is out, a failure can only cut the body short: the
+    // chunked body never gets its last chunk, and the log names the request.
+    let complete = raw_http11(server.addr, "/cgi/hello");
+    assert!(complete.ends_with("0\r\n\r\n"), "{complete:?}");
+    let cut = raw_http11(server.addr, "/cgi/partial?code=7");
+    assert!(cut.starts_with("HTTP/1.1 200 "), "{cut:?}");
+    assert!(
+        cut.contains("partial body") && !cut.ends_with("0\r\n\r\n"),
+        "{cut:?}"
+    );
+    let id = header_of(&cut, "x-request-id");
+    // (A component's exit code is only success or failure: 1.)
+    let line = server.process.wait_for_line(&format!("request={id} "));
+    assert!(line.contains("the CGI app exited with code"), "{line}");
     assert_eq!(server.get("/cgi/hello").0, 200);
 }
 
-for_both_targets!(cgi_function);
+/// A CGI app's body streams: it may be far larger than the app's memory
+/// limit (and than the 64 MiB that used to be buffered).
+fn cgi_output_streams_past_the_memory_limit(apps: &Apps) {
+    let dir = tempdir();
+    let config = format!(
+        "version = 1\n[tenants.t]\nlimits = {{ memory = \"16m\", timeout = \"5m\" }}\n\
+         [tenants.t.functions.cgi]\nwasm = {}\nroutes = [\"/cgi\"]\n",
+        toml_path(apps.cgi)
+    );
+    let server = Server::config(dir.path(), &config);
+    let mut conn = raw_request(
+        server.addr,
+        "GET /cgi/bytes?mib=128 HTTP/1.0\r\nHost: x\r\n\r\n",
+    );
+    let head = read_head(&mut conn);
+    assert!(head.starts_with("HTTP/1.0 200 "), "{head}");
+    assert_eq!(header_of(&head, "x-bytes"), (128u64 << 20).to_string());
+    assert_eq!(
+        std::io::copy(&mut conn, &mut std::io::sink()).unwrap(),
+        128 << 20
+    );
+}
+
+for_both_targets!(cgi_function, cgi_output_streams_past_the_memory_limit);
+
+/// Several large CGI responses at once, read slowly: the server holds a
+/// bounded buffer per response, not the responses.
+#[test]
+fn concurrent_cgi_streams_stay_out_of_the_servers_memory() {
+    const STREAMS: usize = 4;
+    const MIB: u64 = 256;
+    let dir = tempdir();
+    let config = format!(
+        "version = 1\n[tenants.t]\nlimits = {{ memory = \"16m\", timeout = \"5m\" }}\n\
+         [tenants.t.functions.cgi]\nwasm = {}\nroutes = [\"/cgi\"]\n",
+        toml_path(P1.cgi)
+    );
+    let server = Server::config(dir.path(), &config);
+    let pid = server.process.pid();
+    let paused = Arc::new(Barrier::new(STREAMS + 1));
+    let clients: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            let (addr, paused) = (server.addr, paused.clone());
+            std::thread::spawn(move || {
+                let request = format!("GET /cgi/bytes?mib={MIB} HTTP/1.0\r\nHost: x\r\n\r\n");
+                let mut conn = raw_request(addr, &request);
+                let head = read_head(&mut conn);
+                assert!(head.starts_with("HTTP/1.0 200 "), "{head}");
+                let mut first = vec![0; 1 << 20];
+                conn.read_exact(&mut first).unwrap();
+                // Every guest now writes into a client that does not read.
+                paused.wait();
+                paused.wait();
+                let rest = std::io::copy(&mut conn, &mut std::io::sink()).unwrap();
+                first.len() as u64 + rest
+            })
+        })
+        .collect();
+    paused.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let paused_rss = proc_status_kib(pid, "VmRSS");
+    paused.wait();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), MIB << 20);
+    }
+    let peak = proc_status_kib(pid, "VmHWM");
+    let bodies_kib = STREAMS as u64 * (MIB << 10);
+    for (what, kib) in [("VmRSS while paused", paused_rss), ("VmHWM", peak)] {
+        assert!(
+            kib < bodies_kib / 4,
+            "{what} of the server is {kib} KiB, for {bodies_kib} KiB of bodies"
+        );
+    }
+}
+
+/// A field of /proc/PID/status, in KiB.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
 
 #[test]
 fn limits_end_only_the_request_that_hits_them() {
@@ -1091,4 +1192,15 @@ fn idle_connections_are_closed_and_busy_ones_are_not() {
     assert_eq!(slow.join().unwrap(), (200, "slept 3000 ms\n".to_owned()));
     // The server goes on.
     assert_eq!(server.get("/hello").0, 200);
+}
+
+/// A GET of `path` over HTTP/1.1 with `Connection: close`: everything the
+/// server sent, until it closed the connection.
+fn raw_http11(addr: SocketAddr, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut conn = raw_request(addr, &request);
+    let mut bytes = Vec::new();
+    // A cut response may end in a reset rather than a clean close.
+    let _ = conn.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
 }
