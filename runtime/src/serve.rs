@@ -21,7 +21,11 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -83,6 +87,9 @@ pub enum Outcome {
     Done,
     Trap(String),
     Timeout,
+    /// The time limit was reached while the request body was still
+    /// arriving: the client, not the function, was too slow (408).
+    BodyTimeout,
     Memory(String),
     /// It broke the protocol: no response, a malformed CGI header, a
     /// non-zero exit.
@@ -100,7 +107,7 @@ pub struct Failure {
 }
 
 impl Outcome {
-    fn failure(&self) -> Failure {
+    pub fn failure(&self) -> Failure {
         let (status, reason) = match self {
             Outcome::Done => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,6 +116,10 @@ impl Outcome {
             Outcome::Timeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "the function did not answer in time".to_owned(),
+            ),
+            Outcome::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive within the function's time limit".to_owned(),
             ),
             Outcome::Trap(m) | Outcome::Memory(m) => (StatusCode::INTERNAL_SERVER_ERROR, m.clone()),
             Outcome::Failed(m) => (StatusCode::BAD_GATEWAY, m.clone()),
@@ -140,6 +151,8 @@ pub struct CgiRequest {
     pub path_info: String,
     pub query: String,
     pub headers: HeaderMap,
+    /// The whole body, received within the function's time limit (see
+    /// [`Function::deadline`]).
     pub body: Bytes,
     pub remote_addr: String,
     pub server_name: String,
@@ -283,6 +296,13 @@ impl Function {
         &self.spec
     }
 
+    /// When a request admitted at `admitted` runs out of time: the
+    /// function's timeout counts from admission, so that it also bounds
+    /// receiving the request's body.
+    pub fn deadline(&self, admitted: Instant) -> Option<Instant> {
+        self.spec.limits.timeout.map(|timeout| admitted + timeout)
+    }
+
     /// Instances kept for reuse right now.
     pub fn idle_instances(&self) -> usize {
         self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
@@ -291,13 +311,18 @@ impl Function {
     /// Answers one request with a proxy function. The instance runs as its own
     /// task; `done` is called with its outcome once it has finished, which
     /// for a streamed body is after the response has been returned here.
+    /// The instance is stopped at `deadline` (from [`Function::deadline`]).
+    /// The guest reads the request body itself, under that deadline: running
+    /// out of time while it waits for body bytes that have not arrived is
+    /// the client's doing ([`Outcome::BodyTimeout`], 408).
     pub async fn handle_http<B>(
         self: &Arc<Self>,
         request: http::Request<B>,
+        deadline: Option<Instant>,
         done: impl FnOnce(Outcome) + Send + 'static,
     ) -> Result<Response<Body>, Failure>
     where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let Handler::Http(pre) = &self.handler else {
@@ -309,6 +334,11 @@ impl Function {
         };
         let (response_tx, response_rx) = tokio::sync::oneshot::channel();
         let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
+        let body_state = Arc::new(AtomicU8::new(BODY_IDLE));
+        let request = request.map(|inner| WatchedBody {
+            inner,
+            state: body_state.clone(),
+        });
         let mut http = store.data_mut().http();
         let request = http
             .new_incoming_request(
@@ -336,8 +366,8 @@ impl Function {
                     .await?;
                 wasmtime::Result::Ok(proxy)
             };
-            let result = match function.spec.limits.timeout {
-                Some(timeout) => tokio::time::timeout(timeout, run).await,
+            let result = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, run).await,
                 None => Ok(run.await),
             };
             let outcome = match result {
@@ -352,6 +382,9 @@ impl Function {
                         Ok(_) => Outcome::Done,
                         Err(e) => Outcome::from_error(e),
                     }
+                }
+                Err(_elapsed) if body_state.load(Ordering::Relaxed) == BODY_WAITING => {
+                    Outcome::BodyTimeout
                 }
                 Err(_elapsed) => Outcome::Timeout,
             };
@@ -377,19 +410,21 @@ impl Function {
     /// Answers one request with a CGI function. The response head goes out
     /// as soon as the app has written its header block; the body streams
     /// from its stdout while it runs (see [`CGI_BODY_BUFFER`]). The
-    /// instance runs as its own task, under the function's limits; `done`
-    /// gets its outcome when it has ended. A failure before
+    /// instance runs as its own task until `deadline` (from
+    /// [`Function::deadline`]: the time spent receiving the body is already
+    /// spent); `done` gets its outcome when it has ended. A failure before
     /// the head is the returned error; after it, the body ends with an
     /// error, so the client sees a truncated response.
     pub async fn handle_cgi(
         self: &Arc<Self>,
         request: CgiRequest,
+        deadline: Option<Instant>,
         done: impl FnOnce(Outcome) + Send + 'static,
     ) -> Result<Response<Body>, Failure> {
         let (stdout, head, body) = cgi_output::channel();
         let function = self.clone();
         tokio::spawn(async move {
-            let outcome = function.run_cgi(request, stdout.clone()).await;
+            let outcome = function.run_cgi(request, deadline, stdout.clone()).await;
             let outcome = match outcome {
                 // Not the function's failure: nobody reads what it writes.
                 Outcome::Failed(_) | Outcome::Trap(_) if stdout.client_gone() => Outcome::Done,
@@ -413,7 +448,12 @@ impl Function {
         Ok(response)
     }
 
-    async fn run_cgi(&self, request: CgiRequest, stdout: cgi_output::CgiStdout) -> Outcome {
+    async fn run_cgi(
+        &self,
+        request: CgiRequest,
+        deadline: Option<Instant>,
+        stdout: cgi_output::CgiStdout,
+    ) -> Outcome {
         let mut spec = self.spec.wasi.clone();
         if spec.args.is_empty() {
             spec.args.push(self.app.name.clone());
@@ -424,10 +464,14 @@ impl Function {
             Ok(net) => net,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
+        let mut limits = self.spec.limits;
+        if let Some(deadline) = deadline {
+            limits.timeout = Some(deadline.saturating_duration_since(Instant::now()));
+        }
         let captured = stdout.clone();
         let result = self
             .runtime
-            .run_with(&self.app, &spec, net, &self.spec.limits, |builder| {
+            .run_with(&self.app, &spec, net, &limits, |builder| {
                 builder.stdin(stdin).stdout(captured);
             })
             .await;
@@ -550,6 +594,49 @@ fn cgi_env(request: &CgiRequest) -> Vec<(String, String)> {
         }
     }
     env
+}
+
+/// A request body the guest has not finished reading; the guest is not
+/// waiting for it.
+const BODY_IDLE: u8 = 0;
+/// The guest asked for more of the body and the client had not sent it yet.
+const BODY_WAITING: u8 = 1;
+/// The body has ended.
+const BODY_ENDED: u8 = 2;
+
+/// A proxy's request body, watched so that a timeout can tell a client that
+/// stopped sending from a function that stopped answering.
+struct WatchedBody<B> {
+    inner: B,
+    state: Arc<AtomicU8>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for WatchedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let state = match &polled {
+            Poll::Pending => BODY_WAITING,
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => BODY_ENDED,
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => BODY_ENDED,
+            Poll::Ready(Some(Ok(_))) => BODY_IDLE,
+        };
+        self.state.store(state, Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]

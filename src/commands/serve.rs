@@ -22,8 +22,10 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// file declares (see the README for its format). Every request gets a
 /// fresh instance unless a function opts into reuse; a trap, a timeout or a
 /// memory limit ends that request with 500/504, a function at its concurrency
-/// limit answers 503 with Retry-After, a body over the limit 413. A CGI
-/// app's response streams once its header block (at most 64 KiB) is
+/// limit answers 503 with Retry-After, a body over the limit 413. The
+/// timeout counts from the moment a request is admitted, so it also bounds
+/// receiving the body: a body still arriving when it runs out gets 408.
+/// A CGI app's response streams once its header block (at most 64 KiB) is
 /// written; a failure after that cuts the body short.
 ///
 /// Per-request defaults: memory 128m, timeout 30s, body 10m, 100 instances

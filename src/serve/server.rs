@@ -410,6 +410,7 @@ fn admit(deployed: &Arc<Deployed>, request: &Request<Incoming>) -> Result<InFlig
     Ok(InFlight {
         deployed: deployed.clone(),
         _permits: (tenant, function),
+        admitted: tokio::time::Instant::now(),
     })
 }
 
@@ -437,6 +438,9 @@ fn rejected(deployed: &Deployed, why: Rejection) -> Response<Body> {
 struct InFlight {
     deployed: Arc<Deployed>,
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    /// When the request was admitted: its function's timeout counts from
+    /// here.
+    admitted: tokio::time::Instant,
 }
 
 impl InFlight {
@@ -445,6 +449,9 @@ impl InFlight {
         let reason = match &outcome {
             Outcome::Done => return,
             Outcome::Timeout => "the time limit was reached",
+            Outcome::BodyTimeout => {
+                "the time limit was reached while the request body was still arriving"
+            }
             Outcome::Trap(m) | Outcome::Memory(m) | Outcome::Failed(m) | Outcome::Busy(m) => {
                 m.as_str()
             }
@@ -464,6 +471,10 @@ impl Drop for InFlight {
     }
 }
 
+/// Runs the request's function. Its timeout counts from admission, and so
+/// covers receiving the request body: a CGI app gets the body whole before
+/// it starts, a proxy reads it as it runs; either way a body that has not
+/// arrived when the time is up is answered 408 and frees the slots.
 async fn run(
     deployed: &Arc<Deployed>,
     request: Request<Incoming>,
@@ -474,6 +485,7 @@ async fn run(
     local: SocketAddr,
 ) -> Result<Response<Body>, Failure> {
     let max_body = deployed.plan.limits.max_body;
+    let admitted = in_flight.admitted;
     let done = move |outcome: Outcome| in_flight.finish(outcome, id);
     let mut response = match deployed.function.kind() {
         FunctionKind::Http => {
@@ -482,14 +494,26 @@ async fn run(
                 remaining: max_body,
                 limit: max_body,
             });
-            deployed.function.handle_http(request, done).await?
+            let deadline = deployed.function.deadline(admitted);
+            deployed
+                .function
+                .handle_http(request, deadline, done)
+                .await?
         }
         FunctionKind::Cgi => {
+            let deadline = deployed.function.deadline(admitted);
             let (parts, body) = request.into_parts();
-            let body = match http_body_util::Limited::new(body, max_body as usize)
-                .collect()
-                .await
-            {
+            let collect = http_body_util::Limited::new(body, max_body as usize).collect();
+            let collected = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, collect).await,
+                None => Ok(collect.await),
+            };
+            let Ok(collected) = collected else {
+                let failure = Outcome::BodyTimeout.failure();
+                done(Outcome::BodyTimeout);
+                return Err(failure);
+            };
+            let body = match collected {
                 Ok(body) => body.to_bytes(),
                 Err(e) => {
                     if e.is::<http_body_util::LengthLimitError>() {
@@ -526,7 +550,7 @@ async fn run(
                 remote_addr: peer.ip().to_string(),
                 server_port: local.port(),
             };
-            deployed.function.handle_cgi(cgi, done).await?
+            deployed.function.handle_cgi(cgi, deadline, done).await?
         }
     };
     response
@@ -558,6 +582,9 @@ fn failure_response(failure: &Failure, id: u64) -> Response<Body> {
     // look it up by.
     let text = match failure.status {
         StatusCode::GATEWAY_TIMEOUT => "the function did not answer in time".to_owned(),
+        StatusCode::REQUEST_TIMEOUT => {
+            "the request body did not arrive within the function's time limit".to_owned()
+        }
         StatusCode::BAD_REQUEST => failure.reason.clone(),
         StatusCode::BAD_GATEWAY => "the function's response was invalid".to_owned(),
         StatusCode::SERVICE_UNAVAILABLE => {

@@ -408,6 +408,51 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// A connection to `addr` with `request` written on it.
+fn raw_request(addr: SocketAddr, request: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    conn
+}
+
+/// Reads a response head (up to and with its blank line), byte by byte so
+/// that nothing of the body is consumed.
+fn read_head(conn: &mut impl Read) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("the response head ended early ({other:?}): {head:?}"),
+        }
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// The value of header `name` in a response's text.
+fn header_of(response: &str, name: &str) -> String {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no header {name} in {head:?}"))
+}
+
+/// A GET of `path` over HTTP/1.1 with `Connection: close`: everything the
+/// server sent, until it closed the connection.
+fn raw_http11(addr: SocketAddr, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut conn = raw_request(addr, &request);
+    let mut bytes = Vec::new();
+    // A cut response may end in a reset rather than a clean close.
+    let _ = conn.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[test]
 fn limits_end_only_the_request_that_hits_them() {
     let dir = tempdir();
@@ -1068,40 +1113,6 @@ fn a_config_with_overlapping_tenant_routes_is_refused() {
     }
 }
 
-/// A connection to `addr` with `request` written on it.
-fn raw_request(addr: SocketAddr, request: &str) -> TcpStream {
-    let mut conn = TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    conn.write_all(request.as_bytes()).unwrap();
-    conn
-}
-
-/// Reads a response head (up to and with its blank line), byte by byte so
-/// that nothing of the body is consumed.
-fn read_head(conn: &mut impl Read) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") {
-        match conn.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!("the response head ended early ({other:?}): {head:?}"),
-        }
-    }
-    String::from_utf8(head).unwrap()
-}
-
-/// The value of header `name` in a response's text.
-fn header_of(response: &str, name: &str) -> String {
-    let head = response.split("\r\n\r\n").next().unwrap_or_default();
-    head.lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no header {name} in {head:?}"))
-}
-
 /// Waits until the server closes `conn`, reading (and dropping) whatever it
 /// sends before that.
 #[track_caller]
@@ -1194,13 +1205,71 @@ fn idle_connections_are_closed_and_busy_ones_are_not() {
     assert_eq!(server.get("/hello").0, 200);
 }
 
-/// A GET of `path` over HTTP/1.1 with `Connection: close`: everything the
-/// server sent, until it closed the connection.
-fn raw_http11(addr: SocketAddr, path: &str) -> String {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+/// Sends a POST's head and part of its body, then stalls: the status and
+/// body of the answer, with the connection, still open, to drop later.
+fn stalled_post(addr: SocketAddr, path: &str) -> (u16, String, TcpStream) {
+    let request = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
     let mut conn = raw_request(addr, &request);
-    let mut bytes = Vec::new();
-    // A cut response may end in a reset rather than a clean close.
-    let _ = conn.read_to_end(&mut bytes);
-    String::from_utf8_lossy(&bytes).into_owned()
+    conn.write_all(&[b'x'; 100]).unwrap();
+    let (status, body) = read_response(&mut conn);
+    (status, body, conn)
+}
+
+/// A body that stops arriving holds its function's only slot until the
+/// function's timeout, then gets 408; the next request is served.
+#[test]
+fn a_body_that_never_arrives_gets_408_and_frees_its_slot() {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let config = format!(
+        r#"
+version = 1
+[tenants.t]
+limits = {{ max_concurrency = 1, timeout = "2s" }}
+[tenants.t.functions.cgi]
+wasm = {cgi}
+routes = ["/cgi"]
+[tenants.t.functions.f]
+wasm = {fn_}
+routes = ["/"]
+volumes = ["./out:/out:rw"]
+"#,
+        cgi = toml_path(P2.cgi),
+        fn_ = toml_path(http::FN),
+    );
+    let server = Server::config(dir.path(), &config);
+    // A CGI app gets its body whole before it starts; a proxy (`/write`
+    // reads the body before answering) reads it as it runs.
+    for (stalled, next, answer) in [
+        ("/cgi/echo", "/cgi/echo", "abc"),
+        (
+            "/write?path=/out/a",
+            "/write?path=/out/b",
+            "wrote 3 bytes\n",
+        ),
+    ] {
+        let (status, body, _open) = stalled_post(server.addr, stalled);
+        assert_eq!(status, 408, "{stalled}: {body}");
+        assert!(body.contains("did not arrive"), "{stalled}: {body}");
+        assert_eq!(
+            server.post(next, b"abc"),
+            (200, answer.to_owned()),
+            "{next}"
+        );
+    }
+    for function in ["cgi", "f"] {
+        let labels = format!("{{tenant=\"t\",function=\"{function}\"}}");
+        assert_eq!(
+            metric(&server, &format!("wrun_body_timeouts_total{labels}")),
+            1
+        );
+        assert_eq!(metric(&server, &format!("wrun_timeouts_total{labels}")), 0);
+        assert_eq!(
+            metric(&server, &format!("wrun_instances_in_flight{labels}")),
+            0
+        );
+        let requests =
+            format!("wrun_requests_total{{tenant=\"t\",function=\"{function}\",code=\"4xx\"}}");
+        assert_eq!(metric(&server, &requests), 1);
+    }
 }
