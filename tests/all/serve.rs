@@ -923,6 +923,14 @@ fn bad_configs_are_refused_with_the_reason() {
             "`lots`",
         ),
         (
+            "version = 1\n[server]\nidle_timeout = \"soon\"\n",
+            "invalid `server.idle_timeout` `soon`",
+        ),
+        (
+            "version = 1\n[server]\nidle_timeout = \"0s\"\n",
+            "greater than zero",
+        ),
+        (
             "version = 1\n[tenants.a]\ntoken_env = \"TOKEN_A\"\n[tenants.b]\ntoken_env = \"TOKEN_A\"\n",
             "tenant `b` has the same token as tenant `a`",
         ),
