@@ -11,7 +11,10 @@
 # RUNS (rounds, default 3), CONNS (connections, default 64), WRK_THREADS
 # (default 2), WARMUP (untimed wrk run per server before the rounds, default
 # 2s), H2_STREAMS (h2load streams per connection, default 10), NOISE_PCT (flag
-# rounds in which other processes took more CPU than this, default 5).
+# rounds in which other processes took more CPU than this, default 5),
+# WRUN_BEFORE (another wrun binary, e.g. a build of an earlier commit: served
+# the same way, fresh instances, in the same interleaved rounds, for an A/B
+# that the machine's drift hits alike; default: none).
 #
 # bench/serve-mix.sh sources this file for its set-up and helpers: everything
 # above the "shared with serve-mix.sh" line is shared.
@@ -270,6 +273,13 @@ if [ "$HAVE_WRUN_SERVE" = 1 ]; then
         "$WRUN" serve "$HELLO_WASM" --listen "127.0.0.1:$port" --max-concurrency "$WRUN_MAX_CONCURRENCY" \
         --max-instance-reuse 1000
     servers+=(wrun-fresh wrun-reuse)
+    if [ -n "${WRUN_BEFORE:-}" ]; then
+        port=$(free_port)
+        start_server wrun-before "$(basename "$WRUN_BEFORE") serve, fresh instance/request" "$port" \
+            "$WRUN_BEFORE" serve "$HELLO_WASM" --listen "127.0.0.1:$port" \
+            --max-concurrency "$WRUN_MAX_CONCURRENCY"
+        servers+=(wrun-before)
+    fi
 fi
 
 for s in "${servers[@]}"; do warm "$s"; done
@@ -295,6 +305,11 @@ if [ "$HAVE_WRUN_SERVE" = 1 ]; then
     goal_ratio "wrun reuse / wasmtime serve reuse" "$(med wrun-reuse 1)" "$(med wasmtime-reuse 1)" 1.2 \
         "$(cpu_note wrun-reuse wasmtime-reuse)"
     echo "  wrun reuse / wrun fresh = $(ratio "$(med wrun-reuse 1)" "$(med wrun-fresh 1)")x"
+    if [ -n "${WRUN_BEFORE:-}" ]; then
+        echo "  wrun fresh / WRUN_BEFORE fresh = $(ratio "$(med wrun-fresh 1)" "$(med wrun-before 1)")x;" \
+            "$(cpu_note wrun-fresh wrun-before)"
+        echo "  WRUN_BEFORE fresh / wasmtime serve fresh = $(ratio "$(med wrun-before 1)" "$(med wasmtime-fresh 1)")x"
+    fi
 else
     echo "  wrun ratios skipped (no 'wrun serve')"
 fi
@@ -336,7 +351,7 @@ EOF
         "$(grep -m1 '^status codes:' "$LOGS/$s.h2load")"
     echo
 done
-for s in wrun-fresh wrun-reuse; do
+for s in wrun-fresh wrun-reuse wrun-before; do
     if [ -n "${H2[$s]:-}" ] && [ -n "${H2[native]:-}" ]; then
         echo "  ratio ${LABEL[$s]} / native over h2c = $(ratio "${H2[$s]}" "${H2[native]}")x"
     fi

@@ -28,7 +28,8 @@ pub use load::{App, AppKind, AppSource, LoadError, SourceKind};
 
 pub use run::RunError;
 pub use serve::{
-    Body, CgiRequest, Failure, Function, FunctionKind, FunctionSpec, MAX_CGI_RESPONSE, Outcome,
+    Body, CGI_BODY_BUFFER, CgiRequest, Failure, Function, FunctionKind, FunctionSpec, MAX_CGI_HEAD,
+    Outcome,
 };
 /// Size-capped reads of user files and excerpts of user text for messages
 /// (defined in wrun-host-api, the lowest layer, so that its parsers use them

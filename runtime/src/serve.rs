@@ -18,13 +18,17 @@ use crate::load::{App, AppCode};
 use crate::run::{HasLimiter, RunError, classify};
 use crate::{Runtime, RuntimeError};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -34,11 +38,13 @@ use wrun_host_api::fs::{FsView, GuestFs};
 use wrun_host_api::http::OutboundHttp;
 use wrun_host_api::net::{Namespace, NetSpec};
 
-/// A response body: streamed from a proxy component, or a CGI app's output.
-pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+mod cgi_output;
 
-/// The most a CGI app may write to stdout for one response; more traps it.
-pub const MAX_CGI_RESPONSE: usize = 64 << 20;
+pub use cgi_output::{CGI_BODY_BUFFER, MAX_CGI_HEAD};
+
+/// A response body: streamed from a proxy component, or from a CGI app's
+/// stdout.
+pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
 /// Idle instances kept per function when instances are reused.
 const MAX_IDLE: usize = 64;
@@ -78,10 +84,14 @@ impl std::fmt::Display for FunctionKind {
 /// How one request's instance ended, for logs and metrics.
 #[derive(Debug)]
 pub enum Outcome {
-    /// It answered (or, for CGI, exited with 0).
+    /// It answered (or, for CGI, exited with 0), or the client went away
+    /// before the response was complete.
     Done,
     Trap(String),
     Timeout,
+    /// The time limit was reached while the request body was still
+    /// arriving: the client, not the function, was too slow (408).
+    BodyTimeout,
     Memory(String),
     /// It broke the protocol: no response, a malformed CGI header, a
     /// non-zero exit.
@@ -99,7 +109,7 @@ pub struct Failure {
 }
 
 impl Outcome {
-    fn failure(&self) -> Failure {
+    pub fn failure(&self) -> Failure {
         let (status, reason) = match self {
             Outcome::Done => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -108,6 +118,10 @@ impl Outcome {
             Outcome::Timeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "the function did not answer in time".to_owned(),
+            ),
+            Outcome::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive within the function's time limit".to_owned(),
             ),
             Outcome::Trap(m) | Outcome::Memory(m) => (StatusCode::INTERNAL_SERVER_ERROR, m.clone()),
             Outcome::Failed(m) => (StatusCode::BAD_GATEWAY, m.clone()),
@@ -139,6 +153,8 @@ pub struct CgiRequest {
     pub path_info: String,
     pub query: String,
     pub headers: HeaderMap,
+    /// The whole body, received within the function's time limit (see
+    /// [`Function::deadline`]).
     pub body: Bytes,
     pub remote_addr: String,
     pub server_name: String,
@@ -288,6 +304,13 @@ impl Function {
         &self.spec
     }
 
+    /// When a request admitted at `admitted` runs out of time: the
+    /// function's timeout counts from admission, so that it also bounds
+    /// receiving the request's body.
+    pub fn deadline(&self, admitted: Instant) -> Option<Instant> {
+        self.spec.limits.timeout.map(|timeout| admitted + timeout)
+    }
+
     /// Instances kept for reuse right now.
     pub fn idle_instances(&self) -> usize {
         self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
@@ -296,13 +319,18 @@ impl Function {
     /// Answers one request with a proxy function. The instance runs as its own
     /// task; `done` is called with its outcome once it has finished, which
     /// for a streamed body is after the response has been returned here.
+    /// The instance is stopped at `deadline` (from [`Function::deadline`]).
+    /// The guest reads the request body itself, under that deadline: running
+    /// out of time while it waits for body bytes that have not arrived is
+    /// the client's doing ([`Outcome::BodyTimeout`], 408).
     pub async fn handle_http<B>(
         self: &Arc<Self>,
         request: http::Request<B>,
+        deadline: Option<Instant>,
         done: impl FnOnce(Outcome) + Send + 'static,
     ) -> Result<Response<Body>, Failure>
     where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let Handler::Http(pre) = &self.handler else {
@@ -314,6 +342,11 @@ impl Function {
         };
         let (response_tx, response_rx) = tokio::sync::oneshot::channel();
         let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
+        let body_state = Arc::new(AtomicU8::new(BODY_IDLE));
+        let request = request.map(|inner| WatchedBody {
+            inner,
+            state: body_state.clone(),
+        });
         let mut http = store.data_mut().http();
         let request = http
             .new_incoming_request(
@@ -341,8 +374,8 @@ impl Function {
                     .await?;
                 wasmtime::Result::Ok(proxy)
             };
-            let result = match function.spec.limits.timeout {
-                Some(timeout) => tokio::time::timeout(timeout, run).await,
+            let result = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, run).await,
                 None => Ok(run.await),
             };
             let outcome = match result {
@@ -357,6 +390,9 @@ impl Function {
                         Ok(_) => Outcome::Done,
                         Err(e) => Outcome::from_error(e),
                     }
+                }
+                Err(_elapsed) if body_state.load(Ordering::Relaxed) == BODY_WAITING => {
+                    Outcome::BodyTimeout
                 }
                 Err(_elapsed) => Outcome::Timeout,
             };
@@ -379,30 +415,42 @@ impl Function {
         }
     }
 
-    /// Answers one request with a CGI function: the instance runs to
-    /// completion and its stdout becomes the response.
+    /// Answers one request with a CGI function. The response head goes out
+    /// as soon as the app has written its header block; the body streams
+    /// from its stdout while it runs (see [`CGI_BODY_BUFFER`]). The
+    /// instance runs as its own task until `deadline` (from
+    /// [`Function::deadline`]: the time spent receiving the body is already
+    /// spent); `done` gets its outcome when it has ended. A failure before
+    /// the head is the returned error; after it, the body ends with an
+    /// error, so the client sees a truncated response.
     pub async fn handle_cgi(
         self: &Arc<Self>,
         request: CgiRequest,
+        deadline: Option<Instant>,
         done: impl FnOnce(Outcome) + Send + 'static,
     ) -> Result<Response<Body>, Failure> {
+        let (stdout, head, body) = cgi_output::channel();
         let function = self.clone();
-        let task = tokio::spawn(async move {
-            let (result, outcome) = match function.run_cgi(request).await {
-                Ok(response) => (Ok(response), Outcome::Done),
-                Err(outcome) => (Err(outcome.failure()), outcome),
+        tokio::spawn(async move {
+            let outcome = function.run_cgi(request, deadline, stdout.clone()).await;
+            let outcome = match outcome {
+                // Not the function's failure: nobody reads what it writes.
+                Outcome::Failed(_) | Outcome::Trap(_) if stdout.client_gone() => Outcome::Done,
+                Outcome::Done if !stdout.head_sent() => Outcome::Failed(
+                    "the CGI app's output has no header block (expected header lines, a \
+                     blank line, then the body)"
+                        .to_owned(),
+                ),
+                outcome => outcome,
             };
+            let failure = (!matches!(outcome, Outcome::Done)).then(|| outcome.failure());
+            stdout.finish(failure);
             done(outcome);
-            result
         });
-        let (status, headers, body) = task
+        let (status, headers) = head
             .await
-            .map_err(|e| internal(&format!("the function's task failed: {e}")))??;
-        let mut response = Response::new(
-            http_body_util::Full::new(body)
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
+            .map_err(|_| internal("the function's task ended without a response"))??;
+        let mut response = Response::new(body.boxed_unsync());
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         Ok(response)
@@ -411,32 +459,41 @@ impl Function {
     async fn run_cgi(
         &self,
         request: CgiRequest,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), Outcome> {
+        deadline: Option<Instant>,
+        stdout: cgi_output::CgiStdout,
+    ) -> Outcome {
         let mut spec = self.spec.wasi.clone();
         if spec.args.is_empty() {
             spec.args.push(self.app.name.clone());
         }
         spec.env.extend(cgi_env(&request));
         let stdin = MemoryInputPipe::new(request.body);
-        let stdout = MemoryOutputPipe::new(MAX_CGI_RESPONSE);
         let fds = FdBudget::instance(self.spec.limits.max_fds);
-        let net = Namespace::start(&NetSpec::default(), fds)
-            .await
-            .map_err(|e| Outcome::Failed(e.to_string()))?;
+        let net = match Namespace::start(&NetSpec::default(), fds).await {
+            Ok(net) => net,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let mut limits = self.spec.limits;
+        if let Some(deadline) = deadline {
+            limits.timeout = Some(deadline.saturating_duration_since(Instant::now()));
+        }
         let captured = stdout.clone();
-        let code = self
+        let result = self
             .runtime
-            .run_with(&self.app, &spec, net, &self.spec.limits, |builder| {
+            .run_with(&self.app, &spec, net, &limits, |builder| {
                 builder.stdin(stdin).stdout(captured);
             })
-            .await
-            .map_err(Outcome::from_error)?;
-        if code != 0 {
-            return Err(Outcome::Failed(format!(
-                "the CGI app exited with code {code}"
-            )));
+            .await;
+        // A protocol error stops the guest with a trap; the error is the
+        // outcome, not the trap.
+        if let Some(why) = stdout.protocol_error() {
+            return Outcome::Failed(why);
         }
-        parse_cgi_response(stdout.contents()).map_err(Outcome::Failed)
+        match result {
+            Ok(0) => Outcome::Done,
+            Ok(code) => Outcome::Failed(format!("the CGI app exited with code {code}")),
+            Err(e) => Outcome::from_error(e),
+        }
     }
 
     fn new_store(&self) -> Result<Store<ServeHost>, String> {
@@ -556,81 +613,53 @@ fn cgi_env(request: &CgiRequest) -> Vec<(String, String)> {
     env
 }
 
-/// Parses a CGI response: header lines (`Status:` sets the status,
-/// `Location:` alone means a redirect), a blank line, then the body.
-fn parse_cgi_response(output: Bytes) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-    let (head_len, sep_len) = find_blank_line(&output).ok_or_else(|| {
-        "the CGI app's output has no header block (expected header lines, a blank line, \
-         then the body)"
-            .to_owned()
-    })?;
-    let head = std::str::from_utf8(&output[..head_len])
-        .map_err(|_| "the CGI app's header block is not UTF-8".to_owned())?;
-    let mut status = None;
-    let mut headers = HeaderMap::new();
-    for line in head.lines().filter(|l| !l.is_empty()) {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| format!("the CGI app wrote a malformed header line `{line}`"))?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("status") {
-            let code = value.split_whitespace().next().unwrap_or_default();
-            status = Some(
-                code.parse::<u16>()
-                    .ok()
-                    .and_then(|c| StatusCode::from_u16(c).ok())
-                    .ok_or_else(|| format!("the CGI app wrote an invalid status `{value}`"))?,
-            );
-            continue;
-        }
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("the CGI app wrote an invalid header name `{name}`"))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| format!("the CGI app wrote an invalid value for header `{name}`"))?;
-        headers.append(name, value);
-    }
-    let status = status.unwrap_or(if headers.contains_key(http::header::LOCATION) {
-        StatusCode::FOUND
-    } else {
-        StatusCode::OK
-    });
-    Ok((status, headers, output.slice(head_len + sep_len..)))
+/// A request body the guest has not finished reading; the guest is not
+/// waiting for it.
+const BODY_IDLE: u8 = 0;
+/// The guest asked for more of the body and the client had not sent it yet.
+const BODY_WAITING: u8 = 1;
+/// The body has ended.
+const BODY_ENDED: u8 = 2;
+
+/// A proxy's request body, watched so that a timeout can tell a client that
+/// stopped sending from a function that stopped answering.
+struct WatchedBody<B> {
+    inner: B,
+    state: Arc<AtomicU8>,
 }
 
-/// The end of the header block: its length and the separator's.
-fn find_blank_line(output: &[u8]) -> Option<(usize, usize)> {
-    let crlf = output
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    let lf = output.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+impl<B: http_body::Body + Unpin> http_body::Body for WatchedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let state = match &polled {
+            Poll::Pending => BODY_WAITING,
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => BODY_ENDED,
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => BODY_ENDED,
+            Poll::Ready(Some(Ok(_))) => BODY_IDLE,
+        };
+        self.state.store(state, Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cgi_responses() {
-        let (status, headers, body) = parse_cgi_response(Bytes::from_static(
-            b"Content-Type: text/plain\r\nStatus: 404 Not Found\r\nX-A: 1\r\n\r\nnope\n",
-        ))
-        .unwrap();
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        assert_eq!(headers["x-a"], "1");
-        assert_eq!(body, "nope\n");
-        let (status, _, body) =
-            parse_cgi_response(Bytes::from_static(b"Location: /there\n\n")).unwrap();
-        assert_eq!(status, StatusCode::FOUND);
-        assert!(body.is_empty());
-        assert!(parse_cgi_response(Bytes::from_static(b"just text")).is_err());
-        assert!(parse_cgi_response(Bytes::from_static(b"no colon\n\nbody")).is_err());
-        assert!(parse_cgi_response(Bytes::from_static(b"Status: abc\n\n")).is_err());
-    }
+    use http::HeaderValue;
 
     #[test]
     fn cgi_environment() {

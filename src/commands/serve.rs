@@ -22,11 +22,18 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// file declares (see the README for its format). Every request gets a
 /// fresh instance unless a function opts into reuse; a trap, a timeout or a
 /// memory limit ends that request with 500/504, a function at its concurrency
-/// limit answers 503 with Retry-After, a body over the limit 413.
+/// limit answers 503 with Retry-After, a body over the limit 413. The
+/// timeout counts from the moment a request is admitted, so it also bounds
+/// receiving the body: a body still arriving when it runs out gets 408.
+/// A CGI app's response streams once its header block (at most 64 KiB) is
+/// written; a failure after that cuts the body short.
 ///
 /// Per-request defaults: memory 128m, timeout 30s, body 10m, 100 instances
-/// at once per tenant. SIGTERM or SIGINT stop accepting and let running
-/// requests finish (see --drain-timeout).
+/// at once per tenant. Connections: closed after --idle-timeout without a
+/// request; at most as many open as the open-file limit allows (half of what
+/// a reserve of 256 + limit/16 leaves, spread over the workers, at most
+/// 10,000 each). SIGTERM or SIGINT stop accepting and let running requests
+/// finish (see --drain-timeout).
 #[derive(clap::Args)]
 pub struct ServeCommand {
     /// A single function to serve at `/` (a wasi:http component or a WASI
@@ -65,6 +72,15 @@ pub struct ServeCommand {
     /// Instances alive at once across all functions (the instance pool).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     max_instances: u32,
+
+    /// Close a connection that has had no request in flight and no bytes
+    /// moving for this long: from accept (a client that never sends a byte)
+    /// and between the requests of a keep-alive or HTTP/2 connection. A
+    /// request that takes long (a slow function, a streamed response) is
+    /// never cut by it. [default: the config's `server.idle_timeout`, else
+    /// 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
 
     /// How long SIGTERM waits for running requests before stopping them.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
@@ -148,6 +164,30 @@ impl ServeCommand {
         if threads == 0 {
             bail!("invalid --threads `0`: at least one worker is needed");
         }
+        let idle_timeout = match (self.idle_timeout, &config.server.idle_timeout) {
+            (Some(flag), _) => flag,
+            (None, Some(text)) => parse_duration(text)
+                .map_err(|e| anyhow::anyhow!("invalid `server.idle_timeout` `{text}`: {e}"))?,
+            (None, None) => server::DEFAULT_IDLE_TIMEOUT,
+        };
+        // Read after main raised the soft limit as far as it goes.
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        let fds = server::fd_plan(nofile, threads);
+        tracing::info!(
+            nofile,
+            connections_per_worker = fds.connections_per_worker,
+            guest_budget = fds.guest_budget,
+            "file descriptors shared out"
+        );
+        if fds.connections_per_worker < 64 {
+            eprintln!(
+                "wrun serve: warning: the open-file limit (RLIMIT_NOFILE) of {nofile} leaves \
+                 {} connection(s) per worker; raise it (e.g. `ulimit -n 65536`)",
+                fds.connections_per_worker
+            );
+        }
 
         let runtime = Arc::new(new_runtime(Some(Pooling {
             max_instances: self.max_instances,
@@ -184,6 +224,11 @@ impl ServeCommand {
         }
 
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let options = server::ServeOptions {
+            drain: self.drain_timeout,
+            idle_timeout,
+            max_connections: fds.connections_per_worker,
+        };
         let drain = self.drain_timeout;
         let workers: Vec<_> = listeners
             .into_iter()
@@ -196,7 +241,7 @@ impl ServeCommand {
                         tokio::runtime::Builder::new_current_thread()
                             .enable_all()
                             .build()?
-                            .block_on(server::serve(platform, listener, stopped, drain))
+                            .block_on(server::serve(platform, listener, stopped, options))
                     })
             })
             .collect::<Result<_, _>>()?;

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub admin_listen: Option<String>,
     pub admin_token_file: Option<PathBuf>,
     pub admin_token_env: Option<String>,
+    /// Close connections idle this long, e.g. `60s` (`--idle-timeout`).
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,7 +104,8 @@ pub struct FunctionConfig {
 /// A route: an optional host and a path prefix.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Route {
-    /// Lowercase, without a port; `None` matches every host.
+    /// Normalised as [`normalize_host`] does, and lowercase; `None` matches
+    /// every host.
     pub host: Option<String>,
     /// Starts with `/`; without a trailing `/` unless it is `/` itself.
     pub prefix: String,
@@ -117,16 +120,24 @@ impl Route {
             Some(i) => (Some(&text[..i]), &text[i..]),
             None => (Some(text), "/"),
         };
-        if let Some(host) = host {
-            let valid = !host.is_empty()
-                && host.len() <= 253
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
-            if !valid {
-                return Err(bad("the host must be a DNS name without a port"));
+        let host = match host {
+            Some(host) => {
+                // `a.example.` is the same name as `a.example`, as a request's
+                // Host is compared (see `normalize_host`).
+                let host = host.strip_suffix('.').unwrap_or(host);
+                let valid = !host.is_empty()
+                    && host.len() <= 253
+                    && host.split('.').all(|label| !label.is_empty())
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
+                if !valid {
+                    return Err(bad("the host must be a DNS name without a port"));
+                }
+                Some(host.to_ascii_lowercase())
             }
-        }
+            None => None,
+        };
         if path.contains(['?', '#', ' ']) || path.contains("//") || path.contains("/../") {
             return Err(bad("the path must be a plain prefix such as `/api`"));
         }
@@ -134,10 +145,7 @@ impl Route {
             "" => "/".to_owned(),
             p => p.to_owned(),
         };
-        Ok(Route {
-            host: host.map(str::to_ascii_lowercase),
-            prefix,
-        })
+        Ok(Route { host, prefix })
     }
 
     /// Whether `path` lies under this route's prefix, segment-wise: `/api`
@@ -148,6 +156,67 @@ impl Route {
                 .strip_prefix(&self.prefix)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
+
+    /// Whether a request to `host` (already passed through
+    /// [`normalize_host`]) and `path` is one this route takes.
+    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        self.host
+            .as_deref()
+            .is_none_or(|h| host.is_some_and(|host| host.eq_ignore_ascii_case(h)))
+            && self.matches_path(path)
+    }
+
+    /// Some request both routes would match, if there is one: this is the
+    /// one rule that decides whether two tenants' routes conflict. A request
+    /// has one host, so two different hosts never overlap; a route without
+    /// a host takes every host; and two prefixes share a request exactly when
+    /// one lies under the other (segment-wise), the longer one being such a
+    /// request.
+    pub fn overlap(&self, other: &Route) -> Option<Route> {
+        let host = match (&self.host, &other.host) {
+            (Some(a), Some(b)) if a != b => return None,
+            (host, None) | (None, host) => host.clone(),
+            (Some(a), Some(_)) => Some(a.clone()),
+        };
+        let prefix = if self.matches_path(&other.prefix) {
+            &other.prefix
+        } else if other.matches_path(&self.prefix) {
+            &self.prefix
+        } else {
+            return None;
+        };
+        Some(Route {
+            host,
+            prefix: prefix.clone(),
+        })
+    }
+
+    /// This route as a request's host and path, for messages: `/x`, or
+    /// `a.example/x` (the host's root shown as `a.example/`).
+    pub fn example(&self) -> String {
+        match &self.host {
+            Some(host) => format!("{host}{}", self.prefix),
+            None => self.prefix.clone(),
+        }
+    }
+}
+
+/// A request's host as routes compare it: without a port (`a.example:8080`,
+/// `[::1]:80`) and without the trailing dot of a fully qualified name
+/// (`a.example.`). Letter case is left to the comparison, so that routing
+/// allocates nothing. IDNA (Unicode names) is not mapped: such a host
+/// matches only its `xn--` spelling.
+pub fn normalize_host(authority: &str) -> &str {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port))
+            if (!host.contains(':') || host.ends_with(']'))
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            host
+        }
+        _ => authority,
+    };
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 impl std::fmt::Display for Route {
@@ -415,6 +484,115 @@ mod tests {
         );
         assert!(Route::parse("a.example:80/x").is_err());
         assert!(Route::parse("/a?b").is_err());
+    }
+
+    /// The rule for routes of different tenants, as a table: `overlap` must
+    /// answer the same both ways round, give a request that both routes
+    /// take when there is one, and agree with `matches` on that request.
+    #[test]
+    fn routes_overlap_when_some_request_matches_both() {
+        let cases = [
+            // Path prefixes, segment-wise: under, equal, above; not siblings.
+            ("/victim", "/victim/x", Some("/victim/x")),
+            ("/victim", "/victim", Some("/victim")),
+            ("/victim", "/victim/", Some("/victim")),
+            ("/victim/a/b", "/victim", Some("/victim/a/b")),
+            ("/victim", "/victimx", None),
+            ("/victim/a", "/victim/b", None),
+            ("/a", "/b", None),
+            // `/` lies above everything.
+            ("/", "/victim", Some("/victim")),
+            ("/", "/", Some("/")),
+            ("/", "victim.example", Some("victim.example/")),
+            ("/", "victim.example/x", Some("victim.example/x")),
+            // A host takes every path on it, so it covers every path route.
+            ("victim.example", "/victim", Some("victim.example/victim")),
+            ("victim.example", "/", Some("victim.example/")),
+            (
+                "victim.example/api",
+                "/api/v1",
+                Some("victim.example/api/v1"),
+            ),
+            ("victim.example/api", "/", Some("victim.example/api")),
+            ("victim.example/api", "/other", None),
+            // A path under another tenant's host+path route.
+            (
+                "victim.example/x",
+                "victim.example/x/y",
+                Some("victim.example/x/y"),
+            ),
+            (
+                "victim.example/x",
+                "victim.example",
+                Some("victim.example/x"),
+            ),
+            ("victim.example/x", "victim.example/y", None),
+            // One host, however it is spelled; never two different hosts.
+            ("Victim.Example", "victim.example", Some("victim.example/")),
+            (
+                "victim.example.",
+                "victim.example/x",
+                Some("victim.example/x"),
+            ),
+            ("VICTIM.example./x", "/x/y", Some("victim.example/x/y")),
+            ("a.example", "b.example", None),
+            ("a.example", "a.example.b", None),
+            ("a.example/x", "b.example/x", None),
+        ];
+        for (a, b, expected) in cases {
+            let (ra, rb) = (Route::parse(a).unwrap(), Route::parse(b).unwrap());
+            for (x, y) in [(&ra, &rb), (&rb, &ra)] {
+                let found = x.overlap(y);
+                assert_eq!(
+                    found.as_ref().map(Route::example).as_deref(),
+                    expected,
+                    "`{x}` against `{y}`"
+                );
+                if let Some(request) = found {
+                    for route in [x, y] {
+                        assert!(
+                            route.matches(request.host.as_deref(), &request.prefix),
+                            "`{route}` does not take `{}`",
+                            request.example()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn request_hosts_are_normalised_as_routes_are() {
+        let route = Route::parse("a.example/x").unwrap();
+        for host in [
+            "a.example",
+            "A.Example",
+            "a.example.",
+            "A.EXAMPLE.:8080",
+            "a.example:80",
+        ] {
+            assert!(
+                route.matches(Some(normalize_host(host)), "/x/y"),
+                "`{host}` did not match"
+            );
+        }
+        for host in ["b.example", "a.example.b", "a.example:x", "xa.example", ""] {
+            assert!(
+                !route.matches(Some(normalize_host(host)), "/x"),
+                "`{host}` matched"
+            );
+        }
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+        assert_eq!(normalize_host("::1"), "::1");
+        for bad in [
+            "a..example",
+            ".",
+            ".a.example",
+            "a.example:80",
+            "a_b.example",
+        ] {
+            assert!(Route::parse(bad).is_err(), "`{bad}` was accepted");
+        }
     }
 
     #[test]

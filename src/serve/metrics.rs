@@ -32,6 +32,7 @@ pub struct FunctionMetrics {
     in_flight: AtomicU64,
     traps: AtomicU64,
     timeouts: AtomicU64,
+    body_timeouts: AtomicU64,
     memory_limits: AtomicU64,
     failures: AtomicU64,
     rejected_concurrency: AtomicU64,
@@ -55,6 +56,7 @@ impl FunctionMetrics {
             Outcome::Done => return,
             Outcome::Trap(_) => &self.traps,
             Outcome::Timeout => &self.timeouts,
+            Outcome::BodyTimeout => &self.body_timeouts,
             Outcome::Memory(_) => &self.memory_limits,
             Outcome::Failed(_) => &self.failures,
             Outcome::Busy(_) => &self.rejected_concurrency,
@@ -177,8 +179,14 @@ pub fn render(series: &[Series<'_>], unrouted: u64) -> String {
     simple(
         "wrun_timeouts_total",
         "counter",
-        "Requests stopped at their time limit.",
+        "Requests stopped at their time limit while the function ran (504).",
         &|s| s.metrics.timeouts.load(Relaxed),
+    );
+    simple(
+        "wrun_body_timeouts_total",
+        "counter",
+        "Requests whose body had not arrived when their time limit was reached (408).",
+        &|s| s.metrics.body_timeouts.load(Relaxed),
     );
     simple(
         "wrun_memory_limit_total",
@@ -228,6 +236,7 @@ mod tests {
         m.responded(200, Duration::from_micros(700));
         m.responded(503, Duration::from_millis(3));
         m.finished(&wrun_runtime::Outcome::Timeout);
+        m.finished(&wrun_runtime::Outcome::BodyTimeout);
         m.ended();
         m.rejected(Rejection::Concurrency);
         let text = render(
@@ -248,6 +257,7 @@ mod tests {
             "wrun_request_duration_seconds_bucket{tenant=\"a\",function=\"f\",le=\"+Inf\"} 2"
         ));
         assert!(text.contains("wrun_timeouts_total{tenant=\"a\",function=\"f\"} 1"));
+        assert!(text.contains("wrun_body_timeouts_total{tenant=\"a\",function=\"f\"} 1"));
         assert!(text.contains("wrun_instances_in_flight{tenant=\"a\",function=\"f\"} 0"));
         assert!(text.contains("reason=\"concurrency\"} 1"));
         assert!(text.contains("wrun_unrouted_requests_total 2"));

@@ -66,9 +66,13 @@ pub struct Table {
 }
 
 impl Table {
-    /// Builds the routing table; two functions on one route are an error,
-    /// named from the side of `newcomer` (the function being deployed) when
-    /// it is one of them.
+    /// Builds the routing table. Refused, naming both functions (from the
+    /// side of `newcomer`, the function being deployed, when it is one of
+    /// them): two functions on one route, and two routes of different
+    /// tenants that some request could match both (see [`Route::overlap`]),
+    /// since the more specific one would take the other tenant's requests.
+    /// Within one tenant, overlapping routes are allowed: the most specific
+    /// one wins.
     fn build(
         functions: BTreeMap<(String, String), Arc<Deployed>>,
         newcomer: Option<&(String, String)>,
@@ -78,18 +82,38 @@ impl Table {
         let mut routes: Vec<RouteEntry> = Vec::new();
         for deployed in functions.values() {
             for route in &deployed.plan.routes {
-                if let Some(other) = routes.iter().find(|e| e.route == *route) {
-                    let (mine, theirs) = match is_newcomer(&other.target) {
-                        true => (&other.target, deployed),
-                        false => (deployed, &other.target),
+                for other in &routes {
+                    let same_tenant = other.target.tenant.name == deployed.tenant.name;
+                    let conflict = if other.route == *route {
+                        None
+                    } else if same_tenant {
+                        continue;
+                    } else {
+                        match route.overlap(&other.route) {
+                            Some(request) => Some(request),
+                            None => continue,
+                        }
                     };
-                    bail!(
-                        "route `{route}` of `{}/{}` is already taken by `{}/{}`",
-                        mine.tenant.name,
-                        mine.name,
-                        theirs.tenant.name,
-                        theirs.name
+                    let ((mine, my_route), (theirs, their_route)) = match is_newcomer(&other.target)
+                    {
+                        true => ((&other.target, &other.route), (deployed, route)),
+                        false => ((deployed, route), (&other.target, &other.route)),
+                    };
+                    let (mine, theirs) = (
+                        format!("{}/{}", mine.tenant.name, mine.name),
+                        format!("{}/{}", theirs.tenant.name, theirs.name),
                     );
+                    match conflict {
+                        None => {
+                            bail!("route `{my_route}` of `{mine}` is already taken by `{theirs}`")
+                        }
+                        Some(request) => bail!(
+                            "route `{my_route}` of `{mine}` overlaps route `{their_route}` of \
+                             `{theirs}`, another tenant's: a request to `{}` would match both \
+                             (routes of different tenants must not overlap)",
+                            request.example()
+                        ),
+                    }
                 }
                 routes.push(RouteEntry {
                     route: route.clone(),
@@ -104,18 +128,12 @@ impl Table {
         Ok(Table { functions, routes })
     }
 
-    /// The function for a request to `host` (without port) and `path`, with
-    /// the route prefix it matched.
+    /// The function for a request to `host` (as [`config::normalize_host`]
+    /// leaves it) and `path`, with the route prefix it matched.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<(&Arc<Deployed>, &str)> {
         self.routes
             .iter()
-            .find(|e| {
-                e.route
-                    .host
-                    .as_deref()
-                    .is_none_or(|h| host.is_some_and(|host| host.eq_ignore_ascii_case(h)))
-                    && e.route.matches_path(path)
-            })
+            .find(|e| e.route.matches(host, path))
             .map(|e| (&e.target, e.route.prefix.as_str()))
     }
 }

@@ -213,20 +213,25 @@ fn fresh_instance_per_request_unless_reuse_is_asked() {
 #[test]
 fn routes_by_path_and_host() {
     let dir = tempdir();
+    // Within one tenant routes may overlap: a host wins over a path, then
+    // the longest prefix.
     let config = format!(
         r#"
 version = 1
 [tenants.a.functions.api]
 wasm = {fn_}
 routes = ["/env", "/hello"]
-env = {{ WHO = "a" }}
-[tenants.b.functions.site]
+env = {{ WHO = "api" }}
+[tenants.a.functions.site]
 wasm = {fn_}
-routes = ["b.test"]
-env = {{ WHO = "b" }}
+routes = ["site.test"]
+env = {{ WHO = "site" }}
 [tenants.b.functions.cgi]
 wasm = {cgi}
-routes = ["/cgi"]
+routes = ["cgi.test/cgi"]
+[tenants.b.functions.deeper]
+wasm = {cgi}
+routes = ["cgi.test/cgi/status"]
 "#,
         fn_ = toml_path(http::FN),
         cgi = toml_path(P1.cgi),
@@ -234,23 +239,33 @@ routes = ["/cgi"]
     let server = Server::config(dir.path(), &config);
     assert_eq!(
         raw_get(server.addr, "a.test", "/env?name=WHO"),
-        (200, "a".to_owned())
+        (200, "api".to_owned())
     );
-    assert_eq!(
-        raw_get(server.addr, "b.test", "/env?name=WHO"),
-        (200, "b".to_owned())
-    );
-    assert_eq!(
-        raw_get(server.addr, "B.TEST:80", "/env?name=WHO"),
-        (200, "b".to_owned())
-    );
+    // The request's host, however it is spelled.
+    for host in ["site.test", "SITE.TEST:80", "Site.Test.", "site.test.:8080"] {
+        assert_eq!(
+            raw_get(server.addr, host, "/env?name=WHO"),
+            (200, "site".to_owned()),
+            "{host}"
+        );
+    }
     assert_eq!(server.get("/hello").0, 200);
     // Segment-wise prefixes: `/hello` does not take `/helloworld`.
     assert_eq!(server.get("/helloworld").0, 404);
+    for host in ["cgi.test", "CGI.test.:1"] {
+        assert_eq!(
+            raw_get(server.addr, host, "/cgi/hello"),
+            (200, "hello from cgi\n".to_owned()),
+            "{host}"
+        );
+    }
+    // The longer prefix takes the request: `deeper` sees an empty
+    // PATH_INFO, where `cgi` would have answered 418.
     assert_eq!(
-        server.get("/cgi/hello"),
-        (200, "hello from cgi\n".to_owned())
+        raw_get(server.addr, "cgi.test", "/cgi/status?code=418"),
+        (404, "not found\n".to_owned())
     );
+    assert_eq!(server.get("/cgi/hello").0, 404);
     assert_eq!(server.get("/nothing").0, 404);
 }
 
@@ -287,10 +302,156 @@ fn cgi_function(apps: &Apps) {
     // server goes on.
     assert_eq!(server.get("/cgi/nohead").0, 502);
     assert_eq!(server.get("/cgi/exit?code=3").0, 502);
+    // A header block is held up to 64 KiB, and must end within it.
+    let (status, body) = server.get("/cgi/bighead?kib=100");
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(server.get("/cgi/bighead?kib=10").0, 502);
+    // Once the head is out, a failure can only cut the body short: the
+    // chunked body never gets its last chunk, and the log names the request.
+    let complete = raw_http11(server.addr, "/cgi/hello");
+    assert!(complete.ends_with("0\r\n\r\n"), "{complete:?}");
+    let cut = raw_http11(server.addr, "/cgi/partial?code=7");
+    assert!(cut.starts_with("HTTP/1.1 200 "), "{cut:?}");
+    assert!(
+        cut.contains("partial body") && !cut.ends_with("0\r\n\r\n"),
+        "{cut:?}"
+    );
+    let id = header_of(&cut, "x-request-id");
+    // (A component's exit code is only success or failure: 1.)
+    let line = server.process.wait_for_line(&format!("request={id} "));
+    assert!(line.contains("the CGI app exited with code"), "{line}");
     assert_eq!(server.get("/cgi/hello").0, 200);
 }
 
-for_both_targets!(cgi_function);
+/// A CGI app's body streams: it may be far larger than the app's memory
+/// limit (and than the 64 MiB that used to be buffered).
+fn cgi_output_streams_past_the_memory_limit(apps: &Apps) {
+    let dir = tempdir();
+    let config = format!(
+        "version = 1\n[tenants.t]\nlimits = {{ memory = \"16m\", timeout = \"5m\" }}\n\
+         [tenants.t.functions.cgi]\nwasm = {}\nroutes = [\"/cgi\"]\n",
+        toml_path(apps.cgi)
+    );
+    let server = Server::config(dir.path(), &config);
+    let mut conn = raw_request(
+        server.addr,
+        "GET /cgi/bytes?mib=128 HTTP/1.0\r\nHost: x\r\n\r\n",
+    );
+    let head = read_head(&mut conn);
+    assert!(head.starts_with("HTTP/1.0 200 "), "{head}");
+    assert_eq!(header_of(&head, "x-bytes"), (128u64 << 20).to_string());
+    assert_eq!(
+        std::io::copy(&mut conn, &mut std::io::sink()).unwrap(),
+        128 << 20
+    );
+}
+
+for_both_targets!(cgi_function, cgi_output_streams_past_the_memory_limit);
+
+/// Several large CGI responses at once, read slowly: the server holds a
+/// bounded buffer per response, not the responses.
+#[test]
+fn concurrent_cgi_streams_stay_out_of_the_servers_memory() {
+    const STREAMS: usize = 4;
+    const MIB: u64 = 256;
+    let dir = tempdir();
+    let config = format!(
+        "version = 1\n[tenants.t]\nlimits = {{ memory = \"16m\", timeout = \"5m\" }}\n\
+         [tenants.t.functions.cgi]\nwasm = {}\nroutes = [\"/cgi\"]\n",
+        toml_path(P1.cgi)
+    );
+    let server = Server::config(dir.path(), &config);
+    let pid = server.process.pid();
+    let paused = Arc::new(Barrier::new(STREAMS + 1));
+    let clients: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            let (addr, paused) = (server.addr, paused.clone());
+            std::thread::spawn(move || {
+                let request = format!("GET /cgi/bytes?mib={MIB} HTTP/1.0\r\nHost: x\r\n\r\n");
+                let mut conn = raw_request(addr, &request);
+                let head = read_head(&mut conn);
+                assert!(head.starts_with("HTTP/1.0 200 "), "{head}");
+                let mut first = vec![0; 1 << 20];
+                conn.read_exact(&mut first).unwrap();
+                // Every guest now writes into a client that does not read.
+                paused.wait();
+                paused.wait();
+                let rest = std::io::copy(&mut conn, &mut std::io::sink()).unwrap();
+                first.len() as u64 + rest
+            })
+        })
+        .collect();
+    paused.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let paused_rss = proc_status_kib(pid, "VmRSS");
+    paused.wait();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), MIB << 20);
+    }
+    let peak = proc_status_kib(pid, "VmHWM");
+    let bodies_kib = STREAMS as u64 * (MIB << 10);
+    for (what, kib) in [("VmRSS while paused", paused_rss), ("VmHWM", peak)] {
+        assert!(
+            kib < bodies_kib / 4,
+            "{what} of the server is {kib} KiB, for {bodies_kib} KiB of bodies"
+        );
+    }
+}
+
+/// A field of /proc/PID/status, in KiB.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A connection to `addr` with `request` written on it.
+fn raw_request(addr: SocketAddr, request: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    conn
+}
+
+/// Reads a response head (up to and with its blank line), byte by byte so
+/// that nothing of the body is consumed.
+fn read_head(conn: &mut impl Read) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("the response head ended early ({other:?}): {head:?}"),
+        }
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// The value of header `name` in a response's text.
+fn header_of(response: &str, name: &str) -> String {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no header {name} in {head:?}"))
+}
+
+/// A GET of `path` over HTTP/1.1 with `Connection: close`: everything the
+/// server sent, until it closed the connection.
+fn raw_http11(addr: SocketAddr, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut conn = raw_request(addr, &request);
+    let mut bytes = Vec::new();
+    // A cut response may end in a reset rather than a clean close.
+    let _ = conn.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
 
 #[test]
 fn limits_end_only_the_request_that_hits_them() {
@@ -762,6 +923,14 @@ fn bad_configs_are_refused_with_the_reason() {
             "`lots`",
         ),
         (
+            "version = 1\n[server]\nidle_timeout = \"soon\"\n",
+            "invalid `server.idle_timeout` `soon`",
+        ),
+        (
+            "version = 1\n[server]\nidle_timeout = \"0s\"\n",
+            "greater than zero",
+        ),
+        (
             "version = 1\n[tenants.a]\ntoken_env = \"TOKEN_A\"\n[tenants.b]\ntoken_env = \"TOKEN_A\"\n",
             "tenant `b` has the same token as tenant `a`",
         ),
@@ -811,7 +980,7 @@ fn the_example_config_serves() {
         (200, "Hello, world!\n".to_owned())
     );
     assert_eq!(
-        server.get("/cgi/hello"),
+        raw_get(server.addr, "legacy.localhost", "/cgi/hello"),
         (200, "hello from cgi\n".to_owned())
     );
     let (status, list) = server.admin("GET", "/v1/tenants/acme/functions", Some(TOKEN_A));
@@ -831,4 +1000,284 @@ fn a_full_instance_pool_answers_503() {
     // The second request is admitted (no limit of its own is reached), but
     // no instance can be made while the only pool slot is taken.
     assert_busy_while_one_request_runs(&server);
+}
+
+/// Tenant `evil`, with its own token, tries every way of covering tenant
+/// `victim`'s routes: each is refused with 409 naming both functions, and
+/// victim's requests still reach victim.
+#[test]
+fn a_tenant_cannot_take_another_tenants_requests() {
+    let dir = tempdir();
+    let config = format!(
+        r#"
+version = 1
+[tenants.victim]
+token_env = "TOKEN_B"
+[tenants.victim.functions.site]
+wasm = {cgi}
+routes = ["/victim", "victim.example/app"]
+[tenants.evil]
+token_env = "TOKEN_A"
+"#,
+        cgi = toml_path(P1.cgi)
+    );
+    let server = Server::config(dir.path(), &config);
+    let hello = std::fs::read(http::HELLO).unwrap();
+    for (token, route) in [
+        (TOKEN_A, "/victim/x"),
+        (TOKEN_A, "/victim/x/y/"),
+        (TOKEN_A, "/victim"),
+        (TOKEN_A, "/victim/"),
+        (TOKEN_A, "/"),
+        (TOKEN_A, "victim.example"),
+        (TOKEN_A, "VICTIM.Example."),
+        (TOKEN_A, "victim.example/app"),
+        (TOKEN_A, "Victim.Example./app/x"),
+        (TOKEN_A, "victim.example/victim"),
+        (TOKEN_A, "evil.example/victim/x"),
+        (TOKEN_A, "evil.example"),
+        (TOKEN_A, "/app"),
+        (TOKEN_A, "/app/x"),
+        // The admin token is held to the same rule.
+        (ADMIN_TOKEN, "/victim/admin"),
+    ] {
+        let config = format!("routes = [\"/evil\", {route:?}]");
+        let (status, body) = server.deploy(token, "evil", "f", &config, &hello);
+        assert_eq!(status, 409, "{route}: {body}");
+        assert!(
+            body.contains("`evil/f`") && body.contains("`victim/site`"),
+            "{route}: {body}"
+        );
+    }
+    // Nothing of evil's was deployed.
+    assert_eq!(server.get("/evil").0, 404);
+    let (_, list) = server.admin("GET", "/v1/tenants/evil/functions", Some(TOKEN_A));
+    assert_eq!(list, "{\"functions\":[]}");
+    // Victim's requests, however the host is spelled, reach victim (whose
+    // CGI app answers `/x/hello` with 404 where evil's would say hello).
+    for (host, path, expected) in [
+        ("any.example", "/victim/hello", (200, "hello from cgi\n")),
+        ("victim.example", "/victim/x/hello", (404, "not found\n")),
+        ("victim.example", "/app/hello", (200, "hello from cgi\n")),
+        ("Victim.Example.:8080", "/app/x/hello", (404, "not found\n")),
+    ] {
+        let (status, body) = raw_get(server.addr, host, path);
+        assert_eq!((status, body.as_str()), expected, "{host}{path}");
+    }
+    // Routes no request shares with victim's are evil's to take.
+    let config = "routes = [\"/evil\", \"/victimx\", \"other.example/app\"]";
+    let (status, body) = server.deploy(TOKEN_A, "evil", "f", config, &hello);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(server.get("/victimx"), (200, "Hello, world!\n".to_owned()));
+    assert_eq!(
+        raw_get(server.addr, "other.example", "/app"),
+        (200, "Hello, world!\n".to_owned())
+    );
+    assert_eq!(
+        raw_get(server.addr, "victim.example", "/app/hello"),
+        (200, "hello from cgi\n".to_owned())
+    );
+    // And the rule holds the other way round.
+    let cgi = std::fs::read(P1.cgi).unwrap();
+    let (status, body) = server.deploy(TOKEN_B, "victim", "g", "routes = [\"/evil/x\"]", &cgi);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("`victim/g`") && body.contains("`evil/f`"),
+        "{body}"
+    );
+}
+
+/// Routes of two tenants that some request would match both make a config
+/// fail to load, naming both functions.
+#[test]
+fn a_config_with_overlapping_tenant_routes_is_refused() {
+    let dir = tempdir();
+    for (a, b) in [
+        ("/x", "/x/y"),
+        ("/", "/y"),
+        ("h.example", "/y"),
+        ("h.example/y", "/y/z"),
+        ("/y", "H.Example./y"),
+        ("h.example/y", "h.example"),
+    ] {
+        let text = format!(
+            "version = 1\n[tenants.a.functions.f]\nwasm = {h}\nroutes = [{a:?}]\n\
+             [tenants.b.functions.g]\nwasm = {h}\nroutes = [{b:?}]\n",
+            h = toml_path(http::HELLO)
+        );
+        std::fs::write(dir.path().join("overlap.toml"), text).unwrap();
+        let output = wrun()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(dir.path().join("overlap.toml"))
+            .run();
+        assert_eq!(output.code, 125, "{a} and {b}: {}", output.stderr);
+        assert!(
+            output.stderr.contains("`a/f`")
+                && output.stderr.contains("`b/g`")
+                && output.stderr.contains("overlaps"),
+            "{a} and {b}: {}",
+            output.stderr
+        );
+    }
+}
+
+/// Waits until the server closes `conn`, reading (and dropping) whatever it
+/// sends before that.
+#[track_caller]
+fn assert_closed_by_server(mut conn: TcpStream, what: &str) {
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = [0; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{what}: not closed by the server: {e}"),
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 response, with a Content-Length or chunked: its
+/// status and body.
+fn read_response(conn: &mut TcpStream) -> (u16, String) {
+    let head = read_head(conn);
+    let status = head[9..12].parse().unwrap();
+    let mut body = Vec::new();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        loop {
+            let size_line = read_line(conn);
+            let size = usize::from_str_radix(size_line.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            conn.read_exact(&mut chunk).unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        let len: usize = header_of(&head, "content-length").parse().unwrap();
+        body.resize(len, 0);
+        conn.read_exact(&mut body).unwrap();
+    }
+    (status, String::from_utf8(body).unwrap())
+}
+
+fn read_line(conn: &mut impl Read) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0];
+    while !line.ends_with(b"\r\n") {
+        conn.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+#[test]
+fn idle_connections_are_closed_and_busy_ones_are_not() {
+    let server = Server::start(&["--idle-timeout", "1s", http::FN]);
+    // Connections that never send a byte, and an HTTP/2 one that never
+    // opens a stream (the preface and an empty SETTINGS frame).
+    let silent: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    let mut h2 = TcpStream::connect(server.addr).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    // A request that runs three times as long as the idle timeout.
+    let slow = {
+        let addr = server.addr;
+        std::thread::spawn(move || raw_get(addr, "x", "/sleep?ms=3000"))
+    };
+    // While they are open, requests are served; a keep-alive connection
+    // serves several, then is closed once idle.
+    assert_eq!(
+        raw_get(server.addr, "x", "/hello"),
+        (200, "hello from http-fn\n".to_owned())
+    );
+    let mut kept = raw_request(server.addr, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(&mut kept).0, 200);
+    kept.write_all(b"GET /counter HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut kept), (200, "1\n".to_owned()));
+    for (i, conn) in silent.into_iter().enumerate() {
+        assert_closed_by_server(conn, &format!("silent connection {i}"));
+    }
+    assert_closed_by_server(h2, "HTTP/2 connection");
+    assert_closed_by_server(kept, "keep-alive connection");
+    assert_eq!(slow.join().unwrap(), (200, "slept 3000 ms\n".to_owned()));
+    // The server goes on.
+    assert_eq!(server.get("/hello").0, 200);
+}
+
+/// Sends a POST's head and part of its body, then stalls: the status and
+/// body of the answer, with the connection, still open, to drop later.
+fn stalled_post(addr: SocketAddr, path: &str) -> (u16, String, TcpStream) {
+    let request = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+    let mut conn = raw_request(addr, &request);
+    conn.write_all(&[b'x'; 100]).unwrap();
+    let (status, body) = read_response(&mut conn);
+    (status, body, conn)
+}
+
+/// A body that stops arriving holds its function's only slot until the
+/// function's timeout, then gets 408; the next request is served.
+#[test]
+fn a_body_that_never_arrives_gets_408_and_frees_its_slot() {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let config = format!(
+        r#"
+version = 1
+[tenants.t]
+limits = {{ max_concurrency = 1, timeout = "2s" }}
+[tenants.t.functions.cgi]
+wasm = {cgi}
+routes = ["/cgi"]
+[tenants.t.functions.f]
+wasm = {fn_}
+routes = ["/"]
+volumes = ["./out:/out:rw"]
+"#,
+        cgi = toml_path(P2.cgi),
+        fn_ = toml_path(http::FN),
+    );
+    let server = Server::config(dir.path(), &config);
+    // A CGI app gets its body whole before it starts; a proxy (`/write`
+    // reads the body before answering) reads it as it runs.
+    for (stalled, next, answer) in [
+        ("/cgi/echo", "/cgi/echo", "abc"),
+        (
+            "/write?path=/out/a",
+            "/write?path=/out/b",
+            "wrote 3 bytes\n",
+        ),
+    ] {
+        let (status, body, _open) = stalled_post(server.addr, stalled);
+        assert_eq!(status, 408, "{stalled}: {body}");
+        assert!(body.contains("did not arrive"), "{stalled}: {body}");
+        assert_eq!(
+            server.post(next, b"abc"),
+            (200, answer.to_owned()),
+            "{next}"
+        );
+    }
+    for function in ["cgi", "f"] {
+        let labels = format!("{{tenant=\"t\",function=\"{function}\"}}");
+        assert_eq!(
+            metric(&server, &format!("wrun_body_timeouts_total{labels}")),
+            1
+        );
+        assert_eq!(metric(&server, &format!("wrun_timeouts_total{labels}")), 0);
+        assert_eq!(
+            metric(&server, &format!("wrun_instances_in_flight{labels}")),
+            0
+        );
+        let requests =
+            format!("wrun_requests_total{{tenant=\"t\",function=\"{function}\",code=\"4xx\"}}");
+        assert_eq!(metric(&server, &requests), 1);
+    }
 }

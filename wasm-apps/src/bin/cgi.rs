@@ -13,6 +13,12 @@
 //! - `/exit?code=N`: prints nothing and exits with code `N`.
 //! - `/nohead`: prints text with no header block, a malformed response.
 //! - `/file?path=P`: the contents of file `P`, or status 500 with the error.
+//! - `/bytes?mib=N`: a body of `N` MiB (a repeating `0123456789abcdef`
+//!   pattern, with `X-Bytes: <size>`), written 64 KiB at a time from one
+//!   buffer, so the app needs little memory whatever `N` is.
+//! - `/bighead?kib=N`: a header line of `N` KiB, never ended by a blank line.
+//! - `/partial?code=N`: a header block and `partial body`, then exits with
+//!   code `N`.
 //! - anything else: `Status: 404 Not Found`.
 //!
 //! Query values are taken as they are, without percent-decoding.
@@ -82,6 +88,32 @@ fn main() -> io::Result<()> {
             std::process::exit(code);
         }
         "/nohead" => out.write_all(b"this is not a CGI response\n")?,
+        "/bytes" => {
+            let mib: u64 = param("mib").and_then(|n| n.parse().ok()).unwrap_or(1);
+            let size = mib << 20;
+            head(&mut out, None, &[("X-Bytes", size.to_string())])?;
+            let chunk: Vec<u8> = b"0123456789abcdef".repeat(4096);
+            for _ in 0..size / chunk.len() as u64 {
+                out.write_all(&chunk)?;
+            }
+        }
+        "/bighead" => {
+            let kib: usize = param("kib").and_then(|n| n.parse().ok()).unwrap_or(1);
+            out.write_all(b"X-Big: ")?;
+            let line = [b'a'; 1024];
+            for _ in 0..kib {
+                out.write_all(&line)?;
+            }
+        }
+        "/partial" => {
+            head(&mut out, None, &[])?;
+            out.write_all(b"partial body")?;
+            out.flush()?;
+            let code = param("code")
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(1);
+            std::process::exit(code);
+        }
         "/file" => match param("path").map(std::fs::read) {
             Some(Ok(contents)) => {
                 head(&mut out, None, &[])?;
