@@ -52,6 +52,7 @@ fn world() -> &'static World {
                     limits: ResolvedLimits::defaults(),
                     allow_outbound: outbound.iter().map(|s| s.to_string()).collect(),
                     slots: Arc::new(tokio::sync::Semaphore::new(4)),
+                    fds: wrun_host_api::fds::FdBudget::root(1000),
                 }),
             )
         };

@@ -61,6 +61,9 @@ pub struct FunctionSpec {
     /// Requests one instance may serve; 1 (the default) means a fresh
     /// instance for every request.
     pub max_instance_reuse: u32,
+    /// The budget each instance's descriptors ([`Limits::max_fds`]) are
+    /// taken from in turn, e.g. its tenant's share; `None`: the process's.
+    pub fd_parent: Option<Arc<FdBudget>>,
 }
 
 /// The two ways a function speaks HTTP.
@@ -468,7 +471,7 @@ impl Function {
         }
         spec.env.extend(cgi_env(&request));
         let stdin = MemoryInputPipe::new(request.body);
-        let fds = FdBudget::instance(self.spec.limits.max_fds);
+        let fds = self.instance_fds();
         let net = match Namespace::start(&NetSpec::default(), fds).await {
             Ok(net) => net,
             Err(e) => return Outcome::Failed(e.to_string()),
@@ -498,7 +501,7 @@ impl Function {
 
     fn new_store(&self) -> Result<Store<ServeHost>, String> {
         let builder = &mut self.spec.wasi.builder(false).map_err(|e| e.to_string())?;
-        let fds = FdBudget::instance(self.spec.limits.max_fds);
+        let fds = self.instance_fds();
         let outbound = self.spec.outbound.for_instance(fds.clone());
         let fs = self
             .spec
@@ -514,6 +517,14 @@ impl Function {
             limiter,
         };
         Ok(self.runtime.new_store(&self.spec.limits, host))
+    }
+
+    /// A new instance's descriptor budget.
+    fn instance_fds(&self) -> Arc<FdBudget> {
+        match &self.spec.fd_parent {
+            Some(parent) => FdBudget::child(parent, self.spec.limits.max_fds),
+            None => FdBudget::instance(self.spec.limits.max_fds),
+        }
     }
 
     fn take_idle(&self) -> Option<Idle> {

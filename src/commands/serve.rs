@@ -28,8 +28,10 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// A CGI app's response streams once its header block (at most 64 KiB) is
 /// written; a failure after that cuts the body short.
 ///
-/// Per-request defaults: memory 128m, timeout 30s, body 10m, 100 instances
-/// at once per tenant. Connections: closed after --idle-timeout without a
+/// Per-request defaults: memory 128m, timeout 30s, body 10m, 256 host
+/// descriptors per instance, 100 instances at once per tenant. All guests
+/// together hold at most the other half of what the reserve leaves (see
+/// below); a guest past it gets ENFILE. Connections: closed after --idle-timeout without a
 /// request; at most as many open as the open-file limit allows (half of what
 /// a reserve of 256 + limit/16 leaves, spread over the workers, at most
 /// 10,000 each). SIGTERM or SIGINT stop accepting and let running requests
@@ -121,6 +123,12 @@ pub struct ServeCommand {
     #[arg(long, value_name = "N", conflicts_with = "config")]
     max_concurrency: Option<u32>,
 
+    /// APP: host descriptors one instance may hold at once (files, sockets,
+    /// outgoing connections); past it the guest gets EMFILE (or its WASI 0.2
+    /// equivalent). [default: 256]
+    #[arg(long, value_name = "N", conflicts_with = "config", value_parser = clap::value_parser!(u32).range(1..))]
+    max_fds: Option<u32>,
+
     /// APP: let outgoing HTTP requests reach this host: an IP, CIDR or DNS
     /// name with an optional port. Repeatable. [default: none]
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]", value_parser = parse_outbound, conflicts_with = "config")]
@@ -181,6 +189,12 @@ impl ServeCommand {
             guest_budget = fds.guest_budget,
             "file descriptors shared out"
         );
+        // Every guest descriptor counts against this, so that connections
+        // and the host's own files always have theirs.
+        let guest_budget = usize::try_from(fds.guest_budget).unwrap_or(usize::MAX);
+        if !wrun_host_api::fds::set_process_limit(guest_budget) {
+            tracing::warn!("the guests' descriptor budget was fixed before serve could set it");
+        }
         if fds.connections_per_worker < 64 {
             eprintln!(
                 "wrun serve: warning: the open-file limit (RLIMIT_NOFILE) of {nofile} leaves \
@@ -294,6 +308,7 @@ impl ServeCommand {
                 .map(|t| humantime::format_duration(t).to_string()),
             max_concurrency: self.max_concurrency,
             max_body: self.max_body.map(|b| b.to_string()),
+            max_fds: self.max_fds,
         };
         let function = FunctionConfig {
             wasm: Some(std::path::absolute(app)?),

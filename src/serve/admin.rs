@@ -151,6 +151,7 @@ fn describe(d: &Deployed) -> Value {
             "timeout_ms": limits.timeout.as_millis() as u64,
             "max_concurrency": limits.max_concurrency,
             "max_body": limits.max_body,
+            "max_fds": limits.max_fds,
         },
         "max_instance_reuse": d.plan.max_instance_reuse,
         "in_flight": d.metrics.in_flight(),
@@ -409,6 +410,7 @@ mod tests {
                     limits,
                     allow_outbound: Vec::new(),
                     slots: Arc::new(tokio::sync::Semaphore::new(1)),
+                    fds: wrun_host_api::fds::FdBudget::root(1000),
                 }),
             )
         };

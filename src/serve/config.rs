@@ -34,6 +34,9 @@ pub const DEFAULT_MEMORY: u64 = 128 << 20;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY: u64 = 10 << 20;
 pub const DEFAULT_TENANT_CONCURRENCY: u32 = 100;
+/// Host descriptors one instance may hold: a function lives for a request,
+/// so fewer than `wrun run`'s 1024.
+pub const DEFAULT_MAX_FDS: u32 = 256;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +85,9 @@ pub struct LimitsConfig {
     pub max_concurrency: Option<u32>,
     /// Largest request body, e.g. `1m`.
     pub max_body: Option<String>,
+    /// Host descriptors one instance may hold at once (files, sockets,
+    /// outgoing connections).
+    pub max_fds: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -236,6 +242,7 @@ pub struct ResolvedLimits {
     pub timeout: Duration,
     pub max_concurrency: u32,
     pub max_body: u64,
+    pub max_fds: u32,
 }
 
 impl ResolvedLimits {
@@ -245,6 +252,7 @@ impl ResolvedLimits {
             timeout: DEFAULT_TIMEOUT,
             max_concurrency: DEFAULT_TENANT_CONCURRENCY,
             max_body: DEFAULT_MAX_BODY,
+            max_fds: DEFAULT_MAX_FDS,
         }
     }
 
@@ -278,6 +286,12 @@ impl ResolvedLimits {
             limits.max_body =
                 parse_size(body).with_context(|| format!("invalid max_body `{body}`"))?;
         }
+        if let Some(n) = config.max_fds {
+            if n == 0 {
+                bail!("invalid max_fds `0`: must be at least 1");
+            }
+            limits.max_fds = n;
+        }
         if let Some(c) = ceiling {
             let size = |bytes: u64| wrun_runtime::Size(bytes).to_string();
             let time = |d: Duration| humantime::format_duration(d).to_string();
@@ -305,6 +319,12 @@ impl ResolvedLimits {
                     limits.max_body > c.max_body,
                     size(limits.max_body),
                     size(c.max_body),
+                ),
+                (
+                    "max_fds",
+                    limits.max_fds > c.max_fds,
+                    limits.max_fds.to_string(),
+                    c.max_fds.to_string(),
                 ),
             ];
             if let Some((what, _, value, max)) = checks.into_iter().find(|check| check.1) {
@@ -613,6 +633,15 @@ mod tests {
         f.limits.memory = Some("1g".into());
         let e = f.plan(Path::new("/"), &tenant).unwrap_err();
         assert!(e.to_string().contains("exceeds the tenant's limit"), "{e}");
+        f.limits.memory = None;
+        f.limits.max_fds = Some(DEFAULT_MAX_FDS + 1);
+        let e = f.plan(Path::new("/"), &tenant).unwrap_err();
+        assert!(e.to_string().contains("max_fds `257` exceeds"), "{e}");
+        f.limits.max_fds = Some(0);
+        assert!(f.plan(Path::new("/"), &tenant).is_err());
+        f.limits.max_fds = Some(8);
+        assert_eq!(f.plan(Path::new("/"), &tenant).unwrap().limits.max_fds, 8);
+        f.limits.max_fds = None;
         f.limits.memory = Some("16m".into());
         f.volumes = vec!["./d:/d".into(), "./w:/w:rw".into()];
         let plan = f.plan(Path::new("/base"), &tenant).unwrap();

@@ -22,6 +22,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use wrun_host_api::WasiSpec;
+use wrun_host_api::fds::FdBudget;
 use wrun_host_api::http::OutboundHttp;
 use wrun_runtime::{App, AppSource, Function, FunctionSpec, Limits, Runtime, SourceKind};
 
@@ -34,6 +35,10 @@ pub struct Tenant {
     /// Outbound rules the tenant's own token may give its functions.
     pub allow_outbound: Vec<String>,
     pub slots: Arc<Semaphore>,
+    /// The tenant's share of the guests' descriptors, which its instances'
+    /// own budgets (`max_fds` each) are taken from: an equal share of the
+    /// process's, so that no tenant can leave another without.
+    pub fds: Arc<FdBudget>,
 }
 
 /// A deployed function with everything a request needs.
@@ -212,9 +217,10 @@ impl Platform {
                 memory: plan.limits.memory,
                 timeout: Some(plan.limits.timeout),
                 cpu_time: None,
-                max_fds: wrun_host_api::fds::DEFAULT_INSTANCE_FDS,
+                max_fds: plan.limits.max_fds as usize,
             },
             max_instance_reuse: plan.max_instance_reuse,
+            fd_parent: Some(tenant.fds.clone()),
         };
         let function = self.runtime.function(app, spec)?;
         let metrics = self
@@ -283,6 +289,8 @@ pub async fn from_config(
     admin_token: Option<String>,
 ) -> anyhow::Result<Platform> {
     let mut tenants = BTreeMap::new();
+    let guests = FdBudget::process();
+    let share = guests.limit() / config.tenants.len().max(1);
     for (name, t) in &config.tenants {
         let limits = ResolvedLimits::defaults()
             .apply(&t.limits, None)
@@ -296,6 +304,7 @@ pub async fn from_config(
                 token,
                 allow_outbound: t.allow_outbound.clone(),
                 slots: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
+                fds: FdBudget::child(guests, share),
                 limits,
             }),
         );

@@ -72,7 +72,13 @@ impl Server {
     /// port, and the test tokens in the environment (`TOKEN_A` also as
     /// `ACME_TOKEN`, for the example config).
     fn config_file(path: &Path, extra: &[&str]) -> Server {
-        let wrun = wrun()
+        Server::config_file_with(wrun(), path, extra)
+    }
+
+    /// As [`Server::config_file`], with `wrun` started as `base` says (e.g.
+    /// through `prlimit`).
+    fn config_file_with(base: Wrun, path: &Path, extra: &[&str]) -> Server {
+        let wrun = base
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(extra)
@@ -1280,4 +1286,81 @@ volumes = ["./out:/out:rw"]
             format!("wrun_requests_total{{tenant=\"t\",function=\"{function}\",code=\"4xx\"}}");
         assert_eq!(metric(&server, &requests), 1);
     }
+}
+
+/// The attack of issue 10: one tenant's CGI function opening loopback
+/// connections (two host descriptors each) until it can no more, in many
+/// requests at once, under a low open-file limit. Its instances stop at
+/// their own and their tenant's share; another tenant is still served, its
+/// function still gets the descriptors it needs, and so does the server.
+#[test]
+fn a_tenant_hoarding_descriptors_leaves_others_theirs() {
+    let dir = tempdir();
+    let config = format!(
+        r#"
+version = 1
+[tenants.hoarder]
+limits = {{ max_concurrency = 8, timeout = "20s" }}
+[tenants.hoarder.functions.hoard]
+wasm = {cgi}
+routes = ["/h"]
+[tenants.victim.functions.hello]
+wasm = {fn_}
+routes = ["/hello"]
+[tenants.victim.functions.few]
+wasm = {cgi}
+routes = ["/few"]
+"#,
+        cgi = toml_path(P2.cgi),
+        fn_ = toml_path(http::FN)
+    );
+    let path = dir.path().join("serve.toml");
+    std::fs::write(&path, config).unwrap();
+    let prlimit = crate::registry::find_program("prlimit", "sudo apt-get install -y util-linux");
+    // 1200 descriptors: 331 for the host, 434 for connections, 434 for the
+    // guests, 217 of them each tenant's.
+    let server = Arc::new(Server::config_file_with(
+        wrun_via(&prlimit, &["--nofile=1200:1200", "--"]),
+        &path,
+        &["--threads", "1"],
+    ));
+    let hoarders: Vec<_> = (0..8)
+        .map(|_| {
+            let server = server.clone();
+            std::thread::spawn(move || server.get("/h/hoard?conns=2000&ms=3000"))
+        })
+        .collect();
+    wait_until(|| {
+        metric(
+            &server,
+            "wrun_instances_in_flight{tenant=\"hoarder\",function=\"hoard\"}",
+        ) == 8
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..10 {
+        assert_eq!(
+            server.get("/hello"),
+            (200, "hello from http-fn\n".to_owned())
+        );
+        assert_eq!(
+            server.get("/few/hoard?conns=20"),
+            (200, "held 20\n".to_owned())
+        );
+    }
+    let mut held = 0;
+    for hoarder in hoarders {
+        let (status, body) = hoarder.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("stopped: "), "{body}");
+        held += body
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("held "))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap();
+    }
+    // Two descriptors a connection, and each instance's listener: the
+    // tenant's share bounds them all.
+    assert!(held * 2 <= 217, "held {held} connections");
+    assert!(held > 0);
 }

@@ -19,6 +19,10 @@
 //! - `/bighead?kib=N`: a header line of `N` KiB, never ended by a blank line.
 //! - `/partial?code=N`: a header block and `partial body`, then exits with
 //!   code `N`.
+//! - `/hoard?conns=N&ms=M`: connects to itself over loopback up to `N` times
+//!   (each connection is two host sockets), holds them for `M` ms, then
+//!   answers `held K` and, if it stopped early, `stopped: <ErrorKind>`.
+//!   Components only (a core module has no sockets).
 //! - anything else: `Status: 404 Not Found`.
 //!
 //! Query values are taken as they are, without percent-decoding.
@@ -114,6 +118,16 @@ fn main() -> io::Result<()> {
                 .unwrap_or(1);
             std::process::exit(code);
         }
+        "/hoard" => {
+            let number = |name: &str| param(name).and_then(|n| n.parse().ok()).unwrap_or(0);
+            let (held, stopped) = hoard(number("conns"));
+            std::thread::sleep(std::time::Duration::from_millis(number("ms")));
+            let mut text = format!("held {}\n", held.len());
+            if let Some(e) = stopped {
+                text.push_str(&format!("stopped: {:?}\n", e.kind()));
+            }
+            respond(&mut out, Some("200 OK"), &text)?;
+        }
         "/file" => match param("path").map(std::fs::read) {
             Some(Ok(contents)) => {
                 head(&mut out, None, &[])?;
@@ -129,6 +143,36 @@ fn main() -> io::Result<()> {
         _ => respond(&mut out, Some("404 Not Found"), "not found\n")?,
     }
     out.flush()
+}
+
+/// Connects to a listener of its own up to `n` times, keeping both ends of
+/// each connection; the error that stopped it, if one did.
+fn hoard(
+    n: u64,
+) -> (
+    Vec<(std::net::TcpStream, std::net::TcpStream)>,
+    Option<io::Error>,
+) {
+    let mut held = Vec::new();
+    let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
+        Ok(listener) => listener,
+        Err(e) => return (held, Some(e)),
+    };
+    let target = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => return (held, Some(e)),
+    };
+    for _ in 0..n {
+        let pair = std::net::TcpStream::connect(target).and_then(|ours| {
+            let (theirs, _) = listener.accept()?;
+            Ok((ours, theirs))
+        });
+        match pair {
+            Ok(pair) => held.push(pair),
+            Err(e) => return (held, Some(e)),
+        }
+    }
+    (held, None)
 }
 
 /// Writes the header block: `Content-Type: text/plain`, then `Status` if
