@@ -58,7 +58,7 @@ impl Volume {
     /// rather than silently read as a relative directory.
     pub fn parse(spec: &str) -> Result<Volume, VolumeError> {
         let syntax = || VolumeError::Syntax {
-            spec: spec.to_owned(),
+            spec: crate::input::excerpt(spec).to_string(),
         };
         let parts: Vec<&str> = spec.split(':').collect();
         let (host, guest, mode) = match parts.as_slice() {
@@ -71,8 +71,8 @@ impl Volume {
         }
         if !host.contains('/') && host != "." && host != ".." {
             return Err(VolumeError::NamedVolume {
-                spec: spec.to_owned(),
-                host: host.to_owned(),
+                spec: crate::input::excerpt(spec).to_string(),
+                host: crate::input::excerpt(host).to_string(),
             });
         }
         let access = match mode {
@@ -80,8 +80,8 @@ impl Volume {
             Some("ro") => Access::ReadOnly,
             Some(other) => {
                 return Err(VolumeError::Mode {
-                    spec: spec.to_owned(),
-                    mode: other.to_owned(),
+                    spec: crate::input::excerpt(spec).to_string(),
+                    mode: crate::input::excerpt(other).to_string(),
                 });
             }
         };
@@ -129,7 +129,7 @@ fn check_host_dir(host: &Path) -> Result<(), VolumeError> {
 /// become two mount points and a mount point never names its parent.
 pub fn normalize_guest_path(guest: &str) -> Result<String, VolumeError> {
     let err = |reason| VolumeError::GuestPath {
-        guest: guest.to_owned(),
+        guest: crate::input::excerpt(guest).to_string(),
         reason,
     };
     if !guest.starts_with('/') {
@@ -272,6 +272,16 @@ mod tests {
             Volume::parse("./a:/b/./c"),
             Err(VolumeError::GuestPath { .. })
         ));
+    }
+
+    #[test]
+    fn long_specs_are_quoted_short() {
+        let long = format!("./a:/b:{}", "x".repeat(1 << 20));
+        let message = Volume::parse(&long).unwrap_err().to_string();
+        assert!(message.len() < 400, "{}", &message[..400]);
+        assert!(message.contains("bytes)"), "{message}");
+        let long = format!("./a:/{}/../b", "y".repeat(1 << 20));
+        assert!(Volume::parse(&long).unwrap_err().to_string().len() < 400);
     }
 
     #[test]

@@ -120,7 +120,10 @@ pub struct Route {
 impl Route {
     /// `/path`, `host/path` or `host` (meaning `host/`).
     pub fn parse(text: &str) -> anyhow::Result<Route> {
-        let bad = |why: &str| anyhow::anyhow!("invalid route `{text}`: {why}");
+        let bad = |why: &str| {
+            let text = wrun_runtime::input::excerpt(text);
+            anyhow::anyhow!("invalid route `{text}`: {why}")
+        };
         let (host, path) = match text.find('/') {
             Some(0) => (None, text),
             Some(i) => (Some(&text[..i]), &text[i..]),
@@ -425,8 +428,8 @@ pub fn read(path: &Path) -> anyhow::Result<ConfigFile> {
 }
 
 pub fn parse(text: &str) -> anyhow::Result<ConfigFile> {
-    let config: ConfigFile =
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+    let config: ConfigFile = toml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("{}", wrun_runtime::image::toml_error(text, &e)))?;
     if config.version != VERSION {
         bail!(
             "unsupported version `{}`: this wrun reads `version = {VERSION}`",
@@ -613,6 +616,22 @@ mod tests {
         ] {
             assert!(Route::parse(bad).is_err(), "`{bad}` was accepted");
         }
+    }
+
+    #[test]
+    fn long_inputs_are_quoted_short() {
+        let route = format!("/{}?", "r".repeat(1 << 20));
+        assert!(Route::parse(&route).unwrap_err().to_string().len() < 400);
+        let config = format!(
+            "version = 1\n[tenants.a]\nx = \"{}\"\n",
+            "t".repeat(1 << 20)
+        );
+        let e = format!("{:#}", parse(&config).unwrap_err());
+        assert!(
+            e.len() < 1000 && e.contains("line 3"),
+            "{}",
+            &e[..e.len().min(1000)]
+        );
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl BuildSpec {
 
 /// A TOML error as a line: where, and what, with the quoted bits of the
 /// input cut short (toml's own Display repeats the whole offending line).
-pub(crate) fn toml_error(text: &str, error: &toml::de::Error) -> String {
+pub fn toml_error(text: &str, error: &toml::de::Error) -> String {
     let message = crate::input::excerpt_of(error.message().trim_end(), 256);
     match error.span() {
         Some(span) => {

@@ -28,7 +28,7 @@ mod unpack;
 mod volumes;
 
 pub use archive::{LoadReport, load_archive, save_archive};
-pub use build::{BuildSpec, FileTree, build_image};
+pub use build::{BuildSpec, FileTree, build_image, toml_error};
 pub use defaults::RunDefaults;
 pub use registry::{
     AuthFile, Credentials, Progress, ProgressFn, PullReport, PushReport, Registry, RegistryOptions,
