@@ -357,29 +357,11 @@ impl CacheRoot {
     /// Removes temporary files older than `age`; returns their count and
     /// bytes.
     pub fn sweep_temps(&self, age: Duration) -> (usize, u64) {
-        let now = SystemTime::now();
         let (mut count, mut bytes) = (0, 0);
         for (dir, _) in self.dirs() {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                    continue;
-                }
-                let Ok(meta) = entry.metadata() else {
-                    continue;
-                };
-                let old = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .is_some_and(|a| a >= age);
-                if old && fs::remove_file(entry.path()).is_ok() {
-                    count += 1;
-                    bytes += meta.blocks() * 512;
-                }
-            }
+            let (c, b) = remove_stale_temps(&dir, age);
+            count += c;
+            bytes += b;
         }
         (count, bytes)
     }
@@ -465,6 +447,34 @@ impl CacheRoot {
         bytes += self.sweep_temps(STALE_TEMP).1;
         (removed, bytes)
     }
+}
+
+/// Removes the `.tmp-*` files directly in `dir` (what a killed write leaves)
+/// that are at least `age` old; returns their count and the bytes they held.
+pub(crate) fn remove_stale_temps(dir: &Path, age: Duration) -> (usize, u64) {
+    let now = SystemTime::now();
+    let (mut count, mut bytes) = (0, 0);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|a| a >= age);
+        if old && fs::remove_file(entry.path()).is_ok() {
+            count += 1;
+            bytes += meta.blocks() * 512;
+        }
+    }
+    (count, bytes)
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub use limits::{DEFAULT_MEMORY_LIMIT, LimitExceeded, Limits, Size, TICK, humani
 pub use load::{App, AppKind, AppSource, LoadError, SourceKind};
 
 pub use run::RunError;
+#[doc(hidden)]
+pub use serve::fuzzing as serve_fuzzing;
 pub use serve::{
     Body, CGI_BODY_BUFFER, CgiRequest, Failure, Function, FunctionKind, FunctionSpec, MAX_CGI_HEAD,
     Outcome,

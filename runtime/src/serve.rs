@@ -39,6 +39,8 @@ use wrun_host_api::http::OutboundHttp;
 use wrun_host_api::net::{Namespace, NetSpec};
 
 mod cgi_output;
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use cgi_output::{CGI_BODY_BUFFER, MAX_CGI_HEAD};
 

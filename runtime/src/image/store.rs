@@ -192,27 +192,8 @@ impl ImageStore {
         let Ok(_index) = self.lock("index.lock", Lock::Exclusive) else {
             return (count, bytes);
         };
-        let now = SystemTime::now();
-        if let Ok(dir) = fs::read_dir(&self.layout) {
-            for entry in dir.flatten() {
-                if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                    continue;
-                }
-                let Ok(meta) = entry.metadata() else {
-                    continue;
-                };
-                let old = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .is_some_and(|age| age >= layout_age);
-                if old && fs::remove_file(entry.path()).is_ok() {
-                    count += 1;
-                    bytes += meta.blocks() * 512;
-                }
-            }
-        }
-        (count, bytes)
+        let (stale, stale_bytes) = crate::cache::remove_stale_temps(&self.layout, layout_age);
+        (count + stale, bytes + stale_bytes)
     }
 
     /// Marks the image whose manifest is `digest` as used by this process
