@@ -110,6 +110,10 @@ fn parse(args: Vec<OsString>) -> Result<Command, clap::Error> {
         Some(None) => true,
     };
     if is_shorthand {
+        // `wrun ps`: clap's error, which suggests the closest subcommand.
+        if commands::run::is_mistyped_subcommand(&args[1]) {
+            return Ok(Wrun::try_parse_from(args)?.command);
+        }
         return Ok(Command::Run(Box::new(
             ShorthandCommand::try_parse_from(args)?.into(),
         )));

@@ -8,7 +8,7 @@ use wrun_host_api::fds::FdBudget;
 use wrun_host_api::net::{Namespace, PortMapping};
 use wrun_host_api::{Access, Volume, WasiSpec};
 use wrun_runtime::image::{
-    AnonymousVolume, Image, ImageError, ImageRef, ImageStore, LockGuard, UnpackLimits,
+    AnonymousVolume, Image, ImageEntry, ImageError, ImageRef, ImageStore, LockGuard, UnpackLimits,
 };
 use wrun_runtime::{App, Lookup, Runtime, SourceKind};
 
@@ -44,6 +44,11 @@ pub struct RunCommand {
         allow_hyphen_values = true
     )]
     pub args: Vec<OsString>,
+
+    /// Spelled `wrun APP`: APP is a file or a local image, never pulled (a
+    /// mistyped subcommand must not go to a registry).
+    #[arg(skip)]
+    pub shorthand: bool,
 }
 
 /// `wrun APP [OPTIONS] [-- ARGS...]`: `wrun run` with options after APP.
@@ -73,15 +78,27 @@ impl From<ShorthandCommand> for RunCommand {
             options: s.options,
             app: s.app,
             args: s.args,
+            shorthand: true,
         }
     }
+}
+
+/// Whether `word`, standing where a subcommand goes, can only be a mistyped
+/// one (`wrun ps`): a bare name (no `:`, `/` or `@`, which image references
+/// have), no file there, and no local image of that name. The shorthand
+/// would otherwise take it for an image to pull.
+pub fn is_mistyped_subcommand(word: &OsString) -> bool {
+    let path = Path::new(word);
+    path.to_str()
+        .is_some_and(|text| !text.starts_with('-') && !text.contains([':', '/', '@']))
+        && Target::unknown_image(path)
 }
 
 impl RunCommand {
     /// Runs the app; returns the process exit code (the guest's own, when it
     /// ran to an exit).
     pub fn execute(self) -> anyhow::Result<i32> {
-        match Target::of(&self.app, &self.options)? {
+        match Target::of(&self.app, &self.options, self.shorthand)? {
             Target::File => self.run_file(),
             // The mark keeps prune from removing the image while it runs.
             Target::Image(store, image, _in_use) => self.run_image(&store, &image),
@@ -248,26 +265,22 @@ enum Target {
 impl Target {
     /// A file if one exists at APP or APP looks like a path (`./x`, `/x`,
     /// `x.wasm`); otherwise an image, from the local store or pulled as
-    /// --pull says.
-    fn of(app: &Path, options: &RunOptions) -> anyhow::Result<Target> {
-        if app.symlink_metadata().is_ok() {
-            return Ok(Target::File);
-        }
-        let Some(text) = app.to_str() else {
-            return Ok(Target::File);
-        };
-        let looks_like_path = text.starts_with(['.', '/'])
-            || [".wasm", ".wat", ".cwasm"]
-                .iter()
-                .any(|ext| text.ends_with(ext));
-        if looks_like_path {
-            return Ok(Target::File);
-        }
-        // Not an image name either: reported as a missing file.
-        let Ok(reference) = ImageRef::parse(text) else {
+    /// --pull says (never for the shorthand).
+    fn of(app: &Path, options: &RunOptions, shorthand: bool) -> anyhow::Result<Target> {
+        let Some((text, reference)) = Target::image_name(app) else {
             return Ok(Target::File);
         };
         let store = image_store()?;
+        if shorthand {
+            let entry = match store.find(text) {
+                Err(ImageError::NotFound { .. }) => bail!(
+                    "`{text}` is neither a file nor a local image (`wrun APP` does not pull; \
+                     `wrun run {text}` does)"
+                ),
+                found => found?,
+            };
+            return Target::image(store, &entry);
+        }
         let local = match options.pull {
             PullPolicy::Always => None,
             PullPolicy::Missing | PullPolicy::Never => match store.find(text) {
@@ -298,8 +311,43 @@ impl Target {
                 store.find(&report.name)?
             }
         };
+        Target::image(store, &entry)
+    }
+
+    /// APP as an image name: `None` when it is a file, looks like a path
+    /// (`./x`, `/x`, `x.wasm`), or cannot name an image (then it is reported
+    /// as a missing file).
+    fn image_name(app: &Path) -> Option<(&str, ImageRef)> {
+        if app.symlink_metadata().is_ok() {
+            return None;
+        }
+        let text = app.to_str()?;
+        let looks_like_path = text.starts_with(['.', '/'])
+            || [".wasm", ".wat", ".cwasm"]
+                .iter()
+                .any(|ext| text.ends_with(ext));
+        if looks_like_path {
+            return None;
+        }
+        Some((text, ImageRef::parse(text).ok()?))
+    }
+
+    /// Whether APP is an image name the local store does not hold, with no
+    /// file there.
+    fn unknown_image(app: &Path) -> bool {
+        let Some((text, _)) = Target::image_name(app) else {
+            return false;
+        };
+        matches!(
+            image_store().map(|store| store.find(text)),
+            Ok(Err(ImageError::NotFound { .. }))
+        )
+    }
+
+    fn image(store: ImageStore, entry: &ImageEntry) -> anyhow::Result<Target> {
+        // The mark keeps prune from removing the image while it runs.
         let in_use = store.mark_in_use(&entry.descriptor.digest)?;
-        let image = Image::load(&store, &entry)?;
+        let image = Image::load(&store, entry)?;
         Ok(Target::Image(store, Box::new(image), in_use))
     }
 }

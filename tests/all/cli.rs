@@ -248,6 +248,36 @@ fn wat_text_runs() {
     assert_eq!(out.stdout, "hi from wat\n");
 }
 
+/// A word that names no file and no local image is never sent to a
+/// registry: in the subcommand's place it is a mistyped subcommand (with
+/// clap's suggestion), elsewhere the shorthand says it does not pull.
+#[test]
+fn the_shorthand_never_pulls() {
+    for (args, needle) in [
+        (&["ps"][..], "unrecognized subcommand 'ps'"),
+        (&["logs", "-f", "web"], "unrecognized subcommand 'logs'"),
+        (
+            &["-e", "A=1", "ps"],
+            "`ps` is neither a file nor a local image",
+        ),
+        (
+            &["127.0.0.1:9/nothing:1"],
+            "`127.0.0.1:9/nothing:1` is neither a file nor a local image (`wrun APP` does not \
+             pull; `wrun run 127.0.0.1:9/nothing:1` does)",
+        ),
+    ] {
+        let out = wrun().args(args).run();
+        out.assert_code(125).assert_stderr_contains(needle);
+        assert!(!out.stderr.contains("pull it"), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("pulling"), "{args:?}: {}", out.stderr);
+    }
+    wrun()
+        .arg("buidl")
+        .run()
+        .assert_code(125)
+        .assert_stderr_contains("tip: a similar subcommand exists: 'build'");
+}
+
 #[test]
 fn missing_app_exits_127() {
     let out = wrun().args(["run", "/nonexistent/app.wasm"]).run();
