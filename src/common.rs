@@ -9,9 +9,8 @@ use wrun_host_api::net::{
     MAX_APP_NAME, NetSpec, NetworkStore, OutboundRule, PortMapping, default_runtime_dir,
     is_valid_name, prepare_runtime_dir,
 };
-use wrun_host_api::{
-    NetworkAccess, Stdin, Volume, WasiSpec, merge_env, parse_env_arg, parse_env_file,
-};
+use wrun_host_api::{NetworkAccess, Stdin, Volume, parse_env_arg, parse_env_file};
+use wrun_runtime::container::Overrides;
 use wrun_runtime::input;
 use wrun_runtime::{DEFAULT_MEMORY_LIMIT, Limits, Pooling, Runtime, RuntimeConfig};
 
@@ -204,26 +203,18 @@ impl RunOptions {
         }
     }
 
-    /// The guest's world: `argv` (argv[0] first), the environment from
-    /// --env-file then -e (later entries win, at the place of the first),
-    /// volumes, workdir and stdin.
-    pub fn wasi_spec(&self, argv: Vec<String>) -> anyhow::Result<WasiSpec> {
-        self.wasi_spec_over(argv, Vec::new())
-    }
-
-    /// As [`RunOptions::wasi_spec`], over an image's environment, which
-    /// --env-file and -e override by name.
-    pub fn wasi_spec_over(
-        &self,
-        argv: Vec<String>,
-        image_env: Vec<(String, String)>,
-    ) -> anyhow::Result<WasiSpec> {
+    /// What the flags ask of the container: `args` (after argv[0]; `None`
+    /// keeps an image's), the environment from --env-file then -e, volumes,
+    /// workdir, stdin and -P. How they combine with an image's defaults is
+    /// the container model's business
+    /// ([`ContainerSpec`](wrun_runtime::container::ContainerSpec)).
+    pub fn overrides(&self, args: Option<Vec<String>>) -> anyhow::Result<Overrides> {
         let lookup = |name: &str| match std::env::var(name) {
             Ok(value) => Ok(Some(value)),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(()),
         };
-        let mut env: Vec<(String, String)> = image_env;
+        let mut env = Vec::new();
         for file in &self.env_files {
             let text = input::read_to_string(file, input::ENV_FILE)?;
             env.extend(parse_env_file(&text, &file.display().to_string(), &lookup)?);
@@ -231,10 +222,9 @@ impl RunOptions {
         for arg in &self.env {
             env.extend(parse_env_arg(arg, &lookup)?);
         }
-        Ok(WasiSpec {
-            args: argv,
-            // One value per name: the last one given, where it first appeared.
-            env: merge_env(env),
+        Ok(Overrides {
+            args,
+            env,
             volumes: self.volumes.clone(),
             workdir: self.workdir.clone(),
             stdin: if self.interactive {
@@ -242,7 +232,7 @@ impl RunOptions {
             } else {
                 Stdin::Empty
             },
-            network: NetworkAccess::Virtual,
+            publish_all: self.publish_all,
         })
     }
 }

@@ -11,6 +11,7 @@
 //! ```
 
 mod cache;
+pub mod container;
 pub mod crash_hook;
 mod digests;
 pub mod image;

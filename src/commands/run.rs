@@ -5,11 +5,9 @@ use anyhow::{Context as _, bail};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use wrun_host_api::fds::FdBudget;
-use wrun_host_api::net::{Namespace, PortMapping};
-use wrun_host_api::{Access, Volume, WasiSpec};
-use wrun_runtime::image::{
-    AnonymousVolume, Image, ImageEntry, ImageError, ImageRef, ImageStore, LockGuard, UnpackLimits,
-};
+use wrun_host_api::net::Namespace;
+use wrun_runtime::container::ContainerSpec;
+use wrun_runtime::image::{Image, ImageEntry, ImageError, ImageRef, ImageStore, LockGuard};
 use wrun_runtime::{App, Lookup, Runtime, SourceKind};
 
 /// Run a WASI app (core module, component or .wat) or an image in an
@@ -112,13 +110,13 @@ impl RunCommand {
                 self.app.display()
             );
         }
-        let argv = guest_argv(&self.app, &self.args)?;
-        let spec = self.options.wasi_spec(argv)?;
+        let mut argv = guest_argv(&self.app, &self.args)?.into_iter();
+        let argv0 = argv.next().unwrap_or_default();
+        let spec = ContainerSpec::from_file(argv0, self.options.overrides(Some(argv.collect()))?);
         let runtime = runtime()?;
         let app_path = self.app.clone();
         self.run(
             spec,
-            Vec::new(),
             |runtime| {
                 super::load_app(runtime, &app_path, self.options.allow_precompiled)
                     .map_err(anyhow::Error::from)
@@ -127,77 +125,18 @@ impl RunCommand {
         )
     }
 
-    /// Runs an image: its defaults first, the flags over them (arguments
-    /// replace the image's, `-e` overrides by name, `-v` and `-w` win).
+    /// Runs an image: its defaults first, the flags over them (see
+    /// [`ContainerSpec::from_image`]).
     fn run_image(self, store: &ImageStore, image: &Image) -> anyhow::Result<i32> {
-        let defaults = &image.defaults;
-        let mut argv = vec![image.argv0()];
-        argv.extend(image.fixed_args.iter().cloned());
-        if self.args.is_empty() {
-            argv.extend(defaults.args.iter().cloned());
+        let args = if self.args.is_empty() {
+            None
         } else {
-            argv.extend(guest_argv(&self.app, &self.args)?.into_iter().skip(1));
-        }
-        let mut image_env = Vec::new();
-        for entry in &defaults.env {
-            match entry.split_once('=') {
-                Some((key, value)) if !key.is_empty() => {
-                    image_env.push((key.to_owned(), value.to_owned()))
-                }
-                _ => tracing::warn!("image `{}`: ignoring env entry `{entry}`", image.name),
-            }
-        }
-        let mut spec = self.options.wasi_spec_over(argv, image_env)?;
-        if spec.workdir.is_none() {
-            spec.workdir = defaults.workdir.clone();
-        }
-        let rootfs = image.rootfs(store, &UnpackLimits::default())?;
-        if let Some(rootfs) = &rootfs {
-            // Each top-level directory is its own read-only volume rather
-            // than the whole tree at `/`: wasi-libc gives a volume at `/` and
-            // the working directory (preopened as `.`) the same empty prefix,
-            // so absolute paths would resolve in the working directory.
-            for top in top_level_dirs(rootfs)? {
-                let guest = format!("/{top}");
-                if !spec
-                    .volumes
-                    .iter()
-                    .any(|v| v.guest == guest || v.guest == "/")
-                {
-                    spec.volumes.push(Volume {
-                        host: rootfs.join(&top),
-                        guest,
-                        access: Access::ReadOnly,
-                    });
-                }
-            }
-        }
-        // Each volume point no -v covers gets an empty directory for this
-        // run, as Docker's anonymous volumes with --rm.
-        let mut scratch = Vec::new();
-        for point in &defaults.volumes {
-            if spec.volumes.iter().any(|v| v.guest == *point) {
-                continue;
-            }
-            let dir = AnonymousVolume::create(store)?;
-            spec.volumes.push(Volume {
-                host: dir.path().to_owned(),
-                guest: point.clone(),
-                access: Access::ReadWrite,
-            });
-            scratch.push(dir);
-        }
-        let mut publish = Vec::new();
-        if self.options.publish_all {
-            for port in &defaults.exposed_ports {
-                publish.extend(
-                    PortMapping::parse(port)
-                        .map_err(|e| anyhow::anyhow!("image `{}`: {e}", image.name))?,
-                );
-            }
-        }
+            Some(guest_argv(&self.app, &self.args)?.split_off(1))
+        };
+        let spec = ContainerSpec::from_image(image, store, self.options.overrides(args)?)?;
+        let rootfs = spec.rootfs.clone();
         let runtime = runtime()?;
-        let code = self.run(spec, publish, |runtime| {
+        self.run(spec, |runtime| {
             let source = match runtime.lookup_image(image, store, rootfs.as_deref())? {
                 Lookup::Cached(app) => return Ok(app),
                 Lookup::Source(source) => source,
@@ -210,23 +149,22 @@ impl RunCommand {
                 );
             }
             Ok(super::compile(runtime, &source)?)
-        }, &runtime);
-        drop(scratch);
-        code
+        }, &runtime)
     }
 
+    /// Runs `container` (its anonymous volumes are removed when it ends).
     fn run(
         &self,
-        mut spec: WasiSpec,
-        extra_publish: Vec<PortMapping>,
+        mut container: ContainerSpec,
         load: impl FnOnce(&Runtime) -> anyhow::Result<App>,
         runtime: &Runtime,
     ) -> anyhow::Result<i32> {
         // Bad volumes or workdirs are reported before a long compilation.
-        spec.validate()?;
+        container.wasi.validate()?;
         let (network, mut net_spec) = self.options.net_spec()?;
-        net_spec.publish.extend(extra_publish);
-        spec.network = network;
+        net_spec.publish.append(&mut container.publish);
+        container.wasi.network = network;
+        let spec = &container.wasi;
         let limits = self.options.limits();
         // One thread: the guest never migrates, so CPU-time accounting is
         // exact, and a single-app process needs no more.
@@ -251,7 +189,7 @@ impl RunCommand {
                     port.mapping.protocol
                 );
             }
-            Ok(runtime.run(&app, &spec, net, &limits).await?)
+            Ok(runtime.run(&app, spec, net, &limits).await?)
         })
     }
 }
@@ -350,21 +288,4 @@ impl Target {
         let image = Image::load(&store, entry)?;
         Ok(Target::Image(store, Box::new(image), in_use))
     }
-}
-
-/// The names of the directories at the top of an unpacked image (a
-/// symlink is not followed: its target is reachable where it lies).
-fn top_level_dirs(rootfs: &Path) -> anyhow::Result<Vec<String>> {
-    let read = || format!("failed to read `{}`", rootfs.display());
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(rootfs).with_context(read)? {
-        let entry = entry.with_context(read)?;
-        if entry.file_type().with_context(read)?.is_dir()
-            && let Some(name) = entry.file_name().to_str()
-        {
-            names.push(name.to_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
 }
