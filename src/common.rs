@@ -296,16 +296,35 @@ pub fn cache_size() -> anyhow::Result<Option<u64>> {
         return Ok(None);
     };
     let text = value.to_string_lossy();
-    let bytes = parse_size::Config::new()
-        .with_binary()
-        .parse_size(text.trim())
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "invalid WRUN_CACHE_SIZE `{}`: not a size like `512m` or `4g`: {e}",
-                input::excerpt(&text)
-            )
-        })?;
+    let bytes = parse_size(text.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid WRUN_CACHE_SIZE `{}`: not a size like `512m` or `4g`: {e}",
+            input::excerpt(&text)
+        )
+    })?;
     Ok(Some(bytes))
+}
+
+/// A size in binary units (`64m` is 64 MiB), as every size wrun takes.
+///
+/// More than 20 significant digits (`u64::MAX` has 20) are refused before
+/// parse-size sees them: its rounding of a mantissa of `u64::MAX` followed by
+/// more digits overflows (a panic in a debug build, a wrong size in a
+/// release one; found by the flag_values fuzzer).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let digits = text
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .filter(char::is_ascii_digit)
+        .skip_while(|&c| c == '0')
+        .count();
+    if digits > 20 {
+        return Err("the number is too large".to_owned());
+    }
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(text)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_publish(s: &str) -> Result<Vec<PortMapping>, String> {
@@ -321,10 +340,8 @@ fn parse_volume(s: &str) -> Result<Volume, String> {
 }
 
 pub(crate) fn parse_memory(s: &str) -> Result<u64, String> {
-    let bytes = parse_size::Config::new()
-        .with_binary()
-        .parse_size(s)
-        .map_err(|e| format!("`{s}` is not a size like `64m` or `1g`: {e}"))?;
+    let bytes =
+        parse_size(s).map_err(|e| format!("`{s}` is not a size like `64m` or `1g`: {e}"))?;
     if bytes == 0 {
         return Err("the memory limit must be greater than zero".to_owned());
     }
@@ -390,6 +407,23 @@ mod tests {
         assert_eq!(parse_memory("1048576").unwrap(), 1 << 20);
         assert!(parse_memory("lots").unwrap_err().contains("`lots`"));
         assert!(parse_memory("0").is_err());
+    }
+
+    #[test]
+    fn sizes_past_u64_are_refused_not_wrapped() {
+        // parse-size 1.1 overflows rounding these (fuzz/regressions/flag_values).
+        for text in [
+            "1844674407370955161551615",
+            "18446744073709551615.9k",
+            "99999999999999999999",
+        ] {
+            let e = parse_size(text).unwrap_err();
+            assert!(e.contains("too large"), "{text}: {e}");
+        }
+        assert_eq!(parse_size("0000000000000000000000064m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert!(parse_size("18446744073709551616").is_err());
+        assert_eq!(parse_size("18446744073709551615").unwrap(), u64::MAX);
     }
 
     #[test]

@@ -339,10 +339,7 @@ impl ResolvedLimits {
 }
 
 fn parse_size(text: &str) -> anyhow::Result<u64> {
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(text)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    crate::common::parse_size(text).map_err(anyhow::Error::msg)
 }
 
 /// A function's configuration, checked and with paths resolved.

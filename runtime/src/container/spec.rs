@@ -178,7 +178,12 @@ mod tests {
         );
         assert_eq!(spec.wasi.args, ["app.wasm", "-x"]);
         // The last value of a name, at the place of the first.
-        let env: Vec<_> = spec.wasi.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env: Vec<_> = spec
+            .wasi
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         assert_eq!(env, ["A=3", "B=2"]);
         assert_eq!(spec.wasi.workdir.as_deref(), Some("/data"));
         assert!(spec.publish.is_empty() && spec.anonymous_volumes().next().is_none());
