@@ -43,8 +43,8 @@ pub struct RunCommand {
     )]
     pub args: Vec<OsString>,
 
-    /// Spelled `wrun APP`: APP is a file or a local image, never pulled (a
-    /// mistyped subcommand must not go to a registry).
+    /// Spelled `wrun APP`: APP is a file or a local image, pulled only with
+    /// `--pull always` (a mistyped subcommand must not go to a registry).
     #[arg(skip)]
     pub shorthand: bool,
 }
@@ -203,13 +203,13 @@ enum Target {
 impl Target {
     /// A file if one exists at APP or APP looks like a path (`./x`, `/x`,
     /// `x.wasm`); otherwise an image, from the local store or pulled as
-    /// --pull says (never for the shorthand).
+    /// --pull says (for the shorthand, only with `--pull always`).
     fn of(app: &Path, options: &RunOptions, shorthand: bool) -> anyhow::Result<Target> {
         let Some((text, reference)) = Target::image_name(app) else {
             return Ok(Target::File);
         };
         let store = image_store()?;
-        if shorthand {
+        if shorthand && options.pull != PullPolicy::Always {
             let entry = match store.find(text) {
                 Err(ImageError::NotFound { .. }) => bail!(
                     "`{text}` is neither a file nor a local image (`wrun APP` does not pull; \
