@@ -57,7 +57,7 @@ const TOUCH_AFTER: Duration = Duration::from_secs(60);
 pub const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
 
 /// How often a start looks for stale temporary files (and evicts, in case
-/// the bound was lowered).
+/// the bound was lowered); the image store's sweep keeps the same pace.
 const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// Beside the cache directory (`cache.swept`), the file whose mtime says when
@@ -370,12 +370,7 @@ impl CacheRoot {
     /// files and evicts down to `max_size`. One `stat` when not due.
     pub fn sweep_if_due(&self, max_size: u64) {
         let marker = self.root.with_extension(SWEPT);
-        let due = fs::metadata(&marker)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .is_none_or(|age| age >= SWEEP_EVERY);
-        if !due || !self.root.is_dir() {
+        if !sweep_due(&marker) || !self.root.is_dir() {
             return;
         }
         let (count, _) = self.sweep_temps(STALE_TEMP);
@@ -383,15 +378,7 @@ impl CacheRoot {
             tracing::debug!(count, "removed temporary files of interrupted cache writes");
         }
         self.evict(max_size, None);
-        let stamped = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&marker)
-            .and_then(|f| f.set_modified(SystemTime::now()));
-        if let Err(e) = stamped {
-            tracing::debug!("failed to stamp `{}`: {e}", marker.display());
-        }
+        stamp_swept(&marker);
     }
 
     /// The cache's files that some process has mapped now (Linux: from
@@ -446,6 +433,31 @@ impl CacheRoot {
         }
         bytes += self.sweep_temps(STALE_TEMP).1;
         (removed, bytes)
+    }
+}
+
+/// Whether a periodic sweep is due: `marker`, stamped by [`stamp_swept`]
+/// when the last one ran, is missing or at least [`SWEEP_EVERY`] old. One
+/// `stat`.
+pub(crate) fn sweep_due(marker: &Path) -> bool {
+    fs::metadata(marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_none_or(|age| age >= SWEEP_EVERY)
+}
+
+/// Records that a sweep ran now (a failure only logs: the next start
+/// sweeps again).
+pub(crate) fn stamp_swept(marker: &Path) {
+    let stamped = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(marker)
+        .and_then(|f| f.set_modified(SystemTime::now()));
+    if let Err(e) = stamped {
+        tracing::debug!("failed to stamp `{}`: {e}", marker.display());
     }
 }
 

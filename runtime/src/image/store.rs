@@ -32,10 +32,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
-
-/// How often opening the store looks for temporary files of killed writers.
-const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
+use std::time::Duration;
 
 /// Temporary files in the layout itself (`.tmp-*` of `index.json` and
 /// `oci-layout`) younger than this are kept by the sweep on open: the very
@@ -141,12 +138,7 @@ impl ImageStore {
     /// `stat` when not due; failures only log.
     fn sweep_if_due(&self) {
         let marker = self.home.join("images.swept");
-        let due = fs::metadata(&marker)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .is_none_or(|age| age >= SWEEP_EVERY);
-        if !due {
+        if !crate::cache::sweep_due(&marker) {
             return;
         }
         // A writer holds the gc lock shared: try again at a later start.
@@ -157,15 +149,7 @@ impl ImageStore {
         if count > 0 {
             tracing::debug!(count, "removed temporary files of interrupted image writes");
         }
-        let stamped = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&marker)
-            .and_then(|f| f.set_modified(SystemTime::now()));
-        if let Err(e) = stamped {
-            tracing::debug!("failed to stamp `{}`: {e}", marker.display());
-        }
+        crate::cache::stamp_swept(&marker);
     }
 
     /// Removes everything in `tmp/` (the caller holds the gc lock
