@@ -340,8 +340,12 @@ fn parse_volume(s: &str) -> Result<Volume, String> {
 }
 
 pub(crate) fn parse_memory(s: &str) -> Result<u64, String> {
-    let bytes =
-        parse_size(s).map_err(|e| format!("`{s}` is not a size like `64m` or `1g`: {e}"))?;
+    let bytes = parse_size(s).map_err(|e| {
+        format!(
+            "`{}` is not a size like `64m` or `1g`: {e}",
+            input::excerpt(s)
+        )
+    })?;
     if bytes == 0 {
         return Err("the memory limit must be greater than zero".to_owned());
     }
@@ -349,8 +353,12 @@ pub(crate) fn parse_memory(s: &str) -> Result<u64, String> {
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration like `500ms`, `30s` or `2m`: {e}"))?;
+    let d = humantime::parse_duration(s).map_err(|e| {
+        format!(
+            "`{}` is not a duration like `500ms`, `30s` or `2m`: {e}",
+            input::excerpt(s)
+        )
+    })?;
     if d.is_zero() {
         return Err("the duration must be greater than zero".to_owned());
     }
@@ -361,25 +369,39 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 /// gets (it has no way to raise its own limit).
 pub(crate) fn parse_ulimit(s: &str) -> Result<usize, String> {
     let Some((name, value)) = s.split_once('=') else {
-        return Err(format!("`{s}` is not a limit like `nofile=1024`"));
+        return Err(format!(
+            "`{}` is not a limit like `nofile=1024`",
+            input::excerpt(s)
+        ));
     };
     if name != "nofile" {
         return Err(format!(
-            "unsupported ulimit `{name}`: wrun supports `nofile` (memory is --memory, CPU time              --cpu-time)"
+            "unsupported ulimit `{}`: wrun supports `nofile` (memory is --memory, CPU time is \
+             --cpu-time)",
+            input::excerpt(name)
         ));
     }
     let number = |text: &str| {
         text.parse::<usize>()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| format!("`{s}`: `{text}` is not a positive number of descriptors"))
+            .ok_or_else(|| {
+                format!(
+                    "`{}`: `{}` is not a positive number of descriptors",
+                    input::excerpt(s),
+                    input::excerpt(text)
+                )
+            })
     };
     let (soft, hard) = match value.split_once(':') {
         Some((soft, hard)) => (number(soft)?, Some(number(hard)?)),
         None => (number(value)?, None),
     };
     if hard.is_some_and(|hard| hard < soft) {
-        return Err(format!("`{s}`: the soft limit exceeds the hard limit"));
+        return Err(format!(
+            "`{}`: the soft limit exceeds the hard limit",
+            input::excerpt(s)
+        ));
     }
     Ok(soft)
 }
@@ -388,8 +410,9 @@ pub(crate) fn parse_ulimit(s: &str) -> Result<usize, String> {
 fn parse_name(s: &str) -> Result<String, String> {
     if !is_valid_name(s, MAX_APP_NAME) {
         return Err(format!(
-            "`{s}` is not a valid name: use letters, digits, `_`, `.` and `-`, starting with a \
-             letter or digit"
+            "`{}` is not a valid name: use letters, digits, `_`, `.` and `-`, starting with a \
+             letter or digit",
+            input::excerpt(s)
         ));
     }
     Ok(s.to_owned())
@@ -407,6 +430,22 @@ mod tests {
         assert_eq!(parse_memory("1048576").unwrap(), 1 << 20);
         assert!(parse_memory("lots").unwrap_err().contains("`lots`"));
         assert!(parse_memory("0").is_err());
+    }
+
+    #[test]
+    fn flag_errors_quote_an_excerpt_of_the_value() {
+        let huge = "9".repeat(100_000) + "x";
+        for error in [
+            parse_memory(&huge).unwrap_err(),
+            parse_duration(&huge).unwrap_err(),
+            parse_ulimit(&huge).unwrap_err(),
+            parse_ulimit(&format!("nofile={huge}")).unwrap_err(),
+            parse_ulimit(&format!("{huge}=1")).unwrap_err(),
+            parse_name(&huge).unwrap_err(),
+        ] {
+            assert!(error.len() < 400, "{} bytes: {}", error.len(), &error[..200]);
+            assert!(error.contains("(100001 bytes)"), "{error}");
+        }
     }
 
     #[test]
