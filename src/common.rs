@@ -443,7 +443,12 @@ mod tests {
             parse_ulimit(&format!("{huge}=1")).unwrap_err(),
             parse_name(&huge).unwrap_err(),
         ] {
-            assert!(error.len() < 400, "{} bytes: {}", error.len(), &error[..200]);
+            assert!(
+                error.len() < 400,
+                "{} bytes: {}",
+                error.len(),
+                &error[..200]
+            );
             assert!(error.contains("(100001 bytes)"), "{error}");
         }
     }

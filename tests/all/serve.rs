@@ -354,6 +354,40 @@ fn cgi_output_streams_past_the_memory_limit(apps: &Apps) {
 
 for_both_targets!(cgi_function, cgi_output_streams_past_the_memory_limit);
 
+/// Clients that ask for an endless CGI response and vanish after its head
+/// do not keep the guest writing until its timeout: the guest stops, its
+/// slot is free for the next client (the tenant has one), and nobody's
+/// departure counts as the function's failure.
+#[test]
+fn clients_that_vanish_free_the_cgi_guests_slot() {
+    let dir = tempdir();
+    let config = format!(
+        "version = 1\n[tenants.t]\nlimits = {{ max_concurrency = 1, memory = \"16m\", \
+         timeout = \"10m\" }}\n[tenants.t.functions.f]\nwasm = {}\nroutes = [\"/cgi\"]\n",
+        toml_path(P1.cgi)
+    );
+    let server = Server::config(dir.path(), &config);
+    let in_flight = "wrun_instances_in_flight{tenant=\"t\",function=\"f\"}";
+    for _ in 0..5 {
+        // 1 TiB: at 1 GiB/s, far past the test's run if the guest went on.
+        let mut conn = raw_request(
+            server.addr,
+            "GET /cgi/bytes?mib=1048576 HTTP/1.0\r\nHost: x\r\n\r\n",
+        );
+        let head = read_head(&mut conn);
+        assert!(head.starts_with("HTTP/1.0 200 "), "{head}");
+        drop(conn);
+        wait_until(|| metric(&server, in_flight) == 0);
+    }
+    assert_eq!(server.get("/cgi/hello").0, 200);
+    let failures = "wrun_function_failures_total{tenant=\"t\",function=\"f\"}";
+    assert_eq!(metric(&server, failures), 0);
+    assert_eq!(
+        metric(&server, "wrun_traps_total{tenant=\"t\",function=\"f\"}"),
+        0
+    );
+}
+
 /// Several large CGI responses at once, read slowly: the server holds a
 /// bounded buffer per response, not the responses.
 #[test]
