@@ -310,11 +310,12 @@ pub fn cache_size() -> anyhow::Result<Option<u64>> {
 /// More than 20 significant digits (`u64::MAX` has 20) are refused before
 /// parse-size sees them: its rounding of a mantissa of `u64::MAX` followed by
 /// more digits overflows (a panic in a debug build, a wrong size in a
-/// release one; found by the flag_values fuzzer).
+/// release one; found by the flag_values fuzzer). The digits are counted as
+/// parse-size reads them, past the `_` and ` ` separators it skips.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let digits = text
         .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | '_' | ' '))
         .filter(char::is_ascii_digit)
         .skip_while(|&c| c == '0')
         .count();
@@ -460,12 +461,15 @@ mod tests {
             "1844674407370955161551615",
             "18446744073709551615.9k",
             "99999999999999999999",
+            " 1_844 674407370955161551615",
+            " 000 18446744073709551615 6",
         ] {
             let e = parse_size(text).unwrap_err();
             assert!(e.contains("too large"), "{text}: {e}");
         }
         assert_eq!(parse_size("0000000000000000000000064m").unwrap(), 64 << 20);
         assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert_eq!(parse_size("1 024_k").unwrap(), 1 << 20);
         assert!(parse_size("18446744073709551616").is_err());
         assert_eq!(parse_size("18446744073709551615").unwrap(), u64::MAX);
     }
