@@ -3,21 +3,8 @@
 //! The guest's own exit code is passed through unchanged (WASI allows 0-125).
 //! The others follow Docker's and wasmtime's conventions.
 
-use wrun_runtime::image::ImageError;
-use wrun_runtime::{LoadError, RunError};
-
-/// wrun itself failed: a usage or configuration error (Docker's 125).
-pub const WRUN_ERROR: i32 = 125;
-/// The app could not be loaded or linked: invalid wasm, unknown imports, no
-/// entry point (Docker's 126, "cannot invoke").
-pub const CANNOT_RUN: i32 = 126;
-/// The app file does not exist (Docker's 127, "not found").
-pub const NOT_FOUND: i32 = 127;
-/// The guest trapped (128 + SIGABRT, as wasmtime reports a trap).
-pub const TRAP: i32 = 134;
-/// The guest exceeded a limit: memory, timeout or CPU time (128 + SIGKILL, as
-/// for a container killed by the OOM killer or `docker stop`).
-pub const LIMIT: i32 = 137;
+use wrun_runtime::RunError;
+pub use wrun_runtime::exit::{CANNOT_RUN, LIMIT, NOT_FOUND, TRAP, WRUN_ERROR};
 
 /// The text of the exit-code table, for `--help`.
 pub const TABLE: &str = "Exit codes:\n  \
@@ -32,44 +19,10 @@ pub const TABLE: &str = "Exit codes:\n  \
     137    the app exceeded a limit (--memory, --timeout, --cpu-time)";
 
 pub fn code_for(error: &anyhow::Error) -> i32 {
-    for cause in error.chain() {
-        if let Some(e) = cause.downcast_ref::<LoadError>() {
-            return match e {
-                LoadError::NotFound { .. } => NOT_FOUND,
-                LoadError::Read { .. }
-                | LoadError::Input(_)
-                | LoadError::Invalid { .. }
-                | LoadError::PrecompiledNotAllowed { .. } => CANNOT_RUN,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<ImageError>() {
-            return match e {
-                ImageError::NotFound { .. } => NOT_FOUND,
-                ImageError::Corrupted { .. }
-                | ImageError::MissingBlob { .. }
-                | ImageError::InvalidDocument { .. }
-                | ImageError::NotRunnable { .. }
-                | ImageError::Unpack(_) => CANNOT_RUN,
-                _ => WRUN_ERROR,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<RunError>() {
-            return match e {
-                RunError::UnknownImports { .. }
-                | RunError::Link { .. }
-                | RunError::NoEntryPoint { .. }
-                | RunError::CannotStart { .. } => CANNOT_RUN,
-                RunError::Trap { .. } => TRAP,
-                RunError::LimitExceeded { .. } => LIMIT,
-                RunError::Spec(_)
-                | RunError::Runtime(_)
-                | RunError::Busy { .. }
-                | RunError::NeedsComponent { .. }
-                | RunError::Net(_) => WRUN_ERROR,
-            };
-        }
-    }
-    WRUN_ERROR
+    error
+        .chain()
+        .find_map(wrun_runtime::exit::code_of)
+        .unwrap_or(WRUN_ERROR)
 }
 
 /// The error chain on one line (`a: b: c`), plus a trap's backtrace.
@@ -91,13 +44,8 @@ pub fn describe(error: &anyhow::Error) -> String {
         text.push_str(&part);
     }
     for cause in error.chain() {
-        if let Some(RunError::Trap { backtrace, .. }) = cause.downcast_ref::<RunError>()
-            && !backtrace.is_empty()
-        {
-            text.push_str("\nwasm backtrace:");
-            for (i, frame) in backtrace.iter().enumerate() {
-                text.push_str(&format!("\n  {i:>2}: {frame}"));
-            }
+        if let Some(run) = cause.downcast_ref::<RunError>() {
+            text.push_str(&wrun_runtime::exit::backtrace_text(run));
         }
     }
     text

@@ -10,10 +10,12 @@
 //! let code = runtime.run(&app, &wasi_spec, &Limits::default()).await?;
 //! ```
 
+mod atomic;
 mod cache;
 pub mod container;
 pub mod crash_hook;
 mod digests;
+pub mod exit;
 pub mod image;
 mod limits;
 mod link;

@@ -1,6 +1,7 @@
 //! Running an app to completion: one Store per instance, WASI linked in,
 //! limits applied, and the outcome classified for the caller.
 
+use crate::container::Control;
 use crate::limits::{LimitExceeded, Limits, MemoryLimiter, thread_cpu_time};
 use crate::load::{App, AppCode};
 use crate::{Runtime, RuntimeError};
@@ -45,6 +46,9 @@ pub enum RunError {
          apply to it; build it as a component (e.g. for wasm32-wasip2) to use the network"
     )]
     NeedsComponent { app: String, what: String },
+    /// Stopped from outside (`docker stop`, `kill`), as if by `signal`.
+    #[error("app `{app}` was killed (signal {signal})")]
+    Killed { app: String, signal: i32 },
     /// Every slot of the instance pool is in use (`wrun serve`).
     #[error("app `{app}` could not start: {reason}")]
     Busy { app: String, reason: String },
@@ -211,6 +215,22 @@ impl Runtime {
         limits: &Limits,
         configure: impl FnOnce(&mut wasmtime_wasi::WasiCtxBuilder),
     ) -> Result<i32, RunError> {
+        self.run_governed(app, spec, net, limits, configure, None)
+            .await
+    }
+
+    /// [`Runtime::run_with`] under `control` (see [`Control`]): the guest
+    /// yields at every epoch tick, so that it can be paused, killed and held
+    /// to its CPU quota.
+    pub(crate) async fn run_governed(
+        &self,
+        app: &App,
+        spec: &WasiSpec,
+        net: Namespace,
+        limits: &Limits,
+        configure: impl FnOnce(&mut wasmtime_wasi::WasiCtxBuilder),
+        control: Option<&Control>,
+    ) -> Result<i32, RunError> {
         spec.validate()?;
         if let AppCode::Module(_) = app.code
             && let Some(what) = net.needs_sockets()
@@ -220,9 +240,10 @@ impl Runtime {
                 what,
             });
         }
-        // Filesystem calls may block the running thread unless a timeout must
-        // be able to interrupt them.
-        let blocking = limits.timeout.is_none();
+        // Filesystem calls may block the running thread unless a timeout or
+        // a governor must be able to interrupt them (and a governed guest
+        // shares its thread with others).
+        let blocking = limits.timeout.is_none() && control.is_none();
         let builder = &mut spec.builder(blocking)?;
         configure(builder);
         let run = async {
@@ -239,6 +260,9 @@ impl Runtime {
                         });
                     }
                     let mut store = self.new_store(limits, |limiter| ModuleHost { wasi, limiter });
+                    if control.is_some() {
+                        self.yield_at_every_tick(&mut store, limits);
+                    }
                     let result = self.run_module(&mut store, app, module).await;
                     classify(app, result, store.data().limiter.refused, limits)
                 }
@@ -252,11 +276,25 @@ impl Runtime {
                         fs,
                         limiter,
                     });
+                    if control.is_some() {
+                        self.yield_at_every_tick(&mut store, limits);
+                    }
                     let result = self
                         .run_component(&mut store, app, component, spec.network)
                         .await;
                     classify(app, result, store.data().limiter.refused, limits)
                 }
+            }
+        };
+        let run = async {
+            match control {
+                Some(control) => control.govern(run).await.unwrap_or_else(|killed| {
+                    Err(RunError::Killed {
+                        app: app.name.clone(),
+                        signal: killed.signal,
+                    })
+                }),
+                None => run.await,
             }
         };
         match limits.timeout {
@@ -292,9 +330,22 @@ impl Runtime {
             store.set_epoch_deadline(u64::MAX / 2);
             return;
         }
+        self.arm_deadlines(store, limits, limits.timeout.is_some());
+    }
+
+    /// Makes a governed guest come back to its governor at every tick.
+    fn yield_at_every_tick<T: Send + 'static>(&self, store: &mut Store<T>, limits: &Limits) {
+        self.arm_deadlines(store, limits, true);
+    }
+
+    fn arm_deadlines<T: Send + 'static>(
+        &self,
+        store: &mut Store<T>,
+        limits: &Limits,
+        must_yield: bool,
+    ) {
         self.start_ticker();
         let cpu_budget = limits.cpu_time;
-        let must_yield = limits.timeout.is_some();
         // Reading the thread's CPU clock is a system call: only with a budget.
         let started = cpu_budget.map(|_| thread_cpu_time());
         store.epoch_deadline_callback(move |_| {

@@ -82,8 +82,7 @@ fn row(store: &ImageStore, entry: &ImageEntry) -> Row {
     };
     let (kind, size) = match Image::load(store, entry) {
         Ok(image) => {
-            let m = &image.manifest;
-            let size = m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>();
+            let size = image.size();
             let kind = match image.kind {
                 ImageKind::WasmArtifact => image.os.clone(),
                 ImageKind::DockerWasm => format!("{}/{}", image.os, image.architecture),
@@ -197,8 +196,7 @@ impl InspectCommand {
                 },
                 "Os": image.os,
                 "Architecture": image.architecture,
-                "Size": image.manifest.config.size
-                    + image.manifest.layers.iter().map(|l| l.size).sum::<u64>(),
+                "Size": image.size(),
                 "RunDefaults": image.defaults,
                 "EntrypointArgs": image.fixed_args,
                 "Component": image.component,

@@ -50,6 +50,12 @@ pub struct Image {
 }
 
 impl Image {
+    /// The bytes its config and layers take in the store.
+    pub fn size(&self) -> u64 {
+        let m = &self.manifest;
+        m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>()
+    }
+
     /// Reads the image `entry` refers to, verifying each document against
     /// its digest. An index resolves to its wasm platform's manifest.
     pub fn load(store: &ImageStore, entry: &ImageEntry) -> Result<Image, ImageError> {

@@ -645,21 +645,7 @@ impl ImageStore {
 
     /// Writes `bytes` to `path` through a synced temporary file and a rename.
     pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut file = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .permissions(readable())
-            .tempfile_in(dir)
-            .map_err(ImageError::io("failed to create a temporary file in", dir))?;
-        file.write_all(bytes)
-            .map(|()| crash_hook::point(crash_hook::LAYOUT_BEFORE_SYNC))
-            .and_then(|()| file.as_file().sync_all())
-            .map_err(ImageError::io("failed to write", path))?;
-        crash_hook::point(crash_hook::LAYOUT_BEFORE_RENAME);
-        file.persist(path)
-            .map_err(|e| ImageError::io("failed to write", path)(e.error))?;
-        crash_hook::point(crash_hook::LAYOUT_AFTER_RENAME);
-        Ok(())
+        crate::atomic::write(path, bytes, 0o644).map_err(ImageError::io("failed to write", path))
     }
 
     /// The exclusive lock `name`, or `None` if someone holds it.

@@ -1,0 +1,1197 @@
+//! The containers of one `$WRUN_HOME`, as the daemon runs them: created,
+//! started as tasks on a bounded pool of guest threads, stopped, paused,
+//! restarted by their policy, removed; their config and state persisted
+//! with atomic writes so that a daemon killed at any point restarts with
+//! true states.
+//!
+//! Each container is isolated as a `wrun run` instance is: its own Store,
+//! its own network namespace, only its volumes. A container that traps or
+//! exceeds a limit ends alone; its outcome becomes its exit code, as
+//! `wrun run` reports it (see [`crate::exit`]).
+
+use super::config::{ContainerConfig, MountSource, Origin};
+use super::control::Control;
+use super::logs::{self, Follow, LogWriter, ReadOptions, Stream};
+use super::restart::Backoff;
+use super::state::{State, Status, TransitionError};
+use super::stdio::LogOutput;
+use super::volumes::{VolumeError, Volumes};
+use super::{ContainerSpec, Overrides};
+use crate::image::{Image, ImageError, ImageStore, LockGuard};
+use crate::{App, Limits, Lookup, RunError, Runtime, SourceKind};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{oneshot, watch};
+use wrun_host_api::fds::FdBudget;
+use wrun_host_api::net::{Namespace, NetSpec, NetworkStore, PublishedPort};
+use wrun_host_api::{Access, Stdin, Volume};
+
+/// SIGTERM: what `stop` ends a container with. A WASI guest has no signal
+/// handlers, so the signal's default action applies at once: the guest
+/// ends with 143, as a process without a handler does.
+pub const SIGTERM: i32 = 15;
+/// SIGKILL, `kill`'s default.
+pub const SIGKILL: i32 = 9;
+
+/// The exit code recorded for a container that was running when the daemon
+/// died (Docker records 255 too).
+const DAEMON_DIED: i32 = 255;
+
+/// Why a container operation failed. Each says what a Docker client
+/// expects to hear (the daemon maps them to Docker's status codes).
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You \
+         have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse { name: String, id: String },
+    #[error(
+        "Invalid container name ({0}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at most 128 \
+         characters"
+    )]
+    InvalidName(String),
+    #[error("No such image: {0}")]
+    ImageNotFound(String),
+    /// Nothing to do (Docker's 304: `start` of a running container, `stop`
+    /// of a stopped one).
+    #[error("container {0} is already {1}")]
+    Unchanged(String, &'static str),
+    #[error("cannot {what} container: {name}: {reason}")]
+    Conflict {
+        what: &'static str,
+        name: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    /// The container could not start (a port taken, an app that does not
+    /// load); it is left exited with the reason as its error.
+    #[error("{0}")]
+    Start(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("failed to {what} `{}`: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let path = path.to_owned();
+    move |source| ContainerError::Io { what, path, source }
+}
+
+/// What `wait` waits for (Docker's `condition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// Returns at once if it is not running (the default).
+    NotRunning,
+    /// The next exit after the call (`docker run` without `--rm`).
+    NextExit,
+    /// Its removal (`docker run --rm`).
+    Removed,
+}
+
+impl WaitCondition {
+    pub fn parse(text: &str) -> Result<WaitCondition, String> {
+        match text {
+            "" | "not-running" => Ok(WaitCondition::NotRunning),
+            "next-exit" => Ok(WaitCondition::NextExit),
+            "removed" => Ok(WaitCondition::Removed),
+            other => Err(format!(
+                "invalid condition `{other}`: expected not-running, next-exit or removed"
+            )),
+        }
+    }
+}
+
+/// How a wait ended: the exit code of the last run, and its error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitOutcome {
+    pub exit_code: i32,
+    pub error: Option<String>,
+}
+
+/// A container as listed or inspected at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub id: String,
+    pub config: ContainerConfig,
+    pub state: State,
+    /// The ports bound while it runs (with the host's picks).
+    pub ports: Vec<PublishedPort>,
+    /// CPU time its current run has used.
+    pub cpu_time: Duration,
+    pub dir: PathBuf,
+}
+
+/// What changes as a container lives, for waiters.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Runs that have ended so far.
+    exits: u64,
+    live: bool,
+    removed: bool,
+    outcome: Option<WaitOutcome>,
+}
+
+struct Container {
+    id: String,
+    dir: PathBuf,
+    config: Mutex<ContainerConfig>,
+    state: Mutex<State>,
+    run: Mutex<Option<Run>>,
+    progress: watch::Sender<Progress>,
+    /// Serialises start, stop, restart and remove of this container.
+    lifecycle: tokio::sync::Mutex<()>,
+    /// Wakes a back-off early (stop, rm).
+    cancel_restart: tokio::sync::Notify,
+    /// The restart policy's back-off, over the restarts in a row.
+    backoff: Mutex<Backoff>,
+    /// Clients attached before a start, given its output when it starts.
+    attachers: Mutex<Vec<oneshot::Sender<Follow>>>,
+    /// Keeps prune from removing its image while it exists.
+    _image: Option<LockGuard>,
+}
+
+/// A run in progress.
+struct Run {
+    control: Control,
+    logs: LogWriter,
+    ports: Vec<PublishedPort>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Container {
+    fn name(&self) -> String {
+        lock(&self.config).name.clone()
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let run = lock(&self.run);
+        Snapshot {
+            id: self.id.clone(),
+            config: lock(&self.config).clone(),
+            state: lock(&self.state).clone(),
+            ports: run.as_ref().map(|r| r.ports.clone()).unwrap_or_default(),
+            cpu_time: run
+                .as_ref()
+                .map(|r| r.control.cpu_time())
+                .unwrap_or_default(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    fn control(&self) -> Option<Control> {
+        lock(&self.run).as_ref().map(|r| r.control.clone())
+    }
+
+    fn save_state(&self) -> Result<(), ContainerError> {
+        let json = serde_json::to_vec_pretty(&*lock(&self.state)).unwrap_or_default();
+        let path = self.dir.join(STATE_FILE);
+        crate::atomic::write(&path, &json, 0o600).map_err(io("write", &path))
+    }
+
+    fn save_config(&self) -> Result<(), ContainerError> {
+        let json = serde_json::to_vec_pretty(&*lock(&self.config)).unwrap_or_default();
+        let path = self.dir.join(CONFIG_FILE);
+        crate::atomic::write(&path, &json, 0o600).map_err(io("write", &path))
+    }
+
+    /// Changes the state, persists it and tells waiters.
+    fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> R {
+        let result = {
+            let mut state = lock(&self.state);
+            let result = change(&mut state);
+            let live = state.status.is_live();
+            self.progress.send_modify(|p| p.live = live);
+            result
+        };
+        if let Err(e) = self.save_state() {
+            tracing::error!(container = %self.id, "{e}");
+        }
+        result
+    }
+}
+
+const CONFIG_FILE: &str = "config.json";
+const STATE_FILE: &str = "state.json";
+
+/// Everything a container's start needs besides the container.
+pub struct Services {
+    pub runtime: Arc<Runtime>,
+    pub images: ImageStore,
+    pub volumes: Volumes,
+    pub networks: NetworkStore,
+    /// Where the networks' rendezvous directories live.
+    pub runtime_dir: PathBuf,
+    /// The pool of threads guests run on.
+    pub guests: tokio::runtime::Handle,
+}
+
+/// The containers of one `$WRUN_HOME` (`containers/<id>/`).
+#[derive(Clone)]
+pub struct Containers {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    root: PathBuf,
+    services: Services,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<String, Arc<Container>>,
+    by_name: HashMap<String, String>,
+}
+
+impl Containers {
+    /// Opens the containers under `home`, as the daemon starts: those found
+    /// running were running when a daemon died, and are recorded as exited
+    /// (255); those whose restart policy says so are started again.
+    pub fn open(home: &Path, services: Services) -> Result<Containers, ContainerError> {
+        let root = home.join("containers");
+        std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+        let containers = Containers {
+            shared: Arc::new(Shared {
+                root: root.clone(),
+                services,
+                table: Mutex::default(),
+            }),
+        };
+        let entries = std::fs::read_dir(&root).map_err(io("read", &root))?;
+        let mut to_start = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io("read", &root))?;
+            let dir = entry.path();
+            match containers.restore(&dir) {
+                Ok(Some(container)) => {
+                    let state = lock(&container.state).clone();
+                    let policy = lock(&container.config).restart;
+                    if policy.starts_with_daemon(&state) {
+                        to_start.push(container.id.clone());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("skipping container directory `{}`: {e}", dir.display()),
+            }
+        }
+        for id in to_start {
+            let containers = containers.clone();
+            containers.shared.services.guests.clone().spawn(async move {
+                if let Err(e) = containers.start(&id).await {
+                    tracing::warn!(container = %id, "could not restart: {e}");
+                }
+            });
+        }
+        Ok(containers)
+    }
+
+    /// Reads one container's directory. `None` for a directory that holds
+    /// no container (a create that crashed before its config was written).
+    fn restore(&self, dir: &Path) -> Result<Option<Arc<Container>>, ContainerError> {
+        let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            return Ok(None);
+        };
+        let config_path = dir.join(CONFIG_FILE);
+        let config: ContainerConfig = match std::fs::read(&config_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| io("parse", &config_path)(std::io::Error::other(e)))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = std::fs::remove_dir_all(dir);
+                return Ok(None);
+            }
+            Err(e) => return Err(io("read", &config_path)(e)),
+        };
+        let state_path = dir.join(STATE_FILE);
+        let mut state: State = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| io("parse", &state_path)(std::io::Error::other(e)))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::new(SystemTime::now()),
+            Err(e) => return Err(io("read", &state_path)(e)),
+        };
+        let died = matches!(
+            state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        );
+        if died {
+            let error = "the daemon stopped while the container ran".to_owned();
+            state.exited(SystemTime::now(), DAEMON_DIED, Some(error), false);
+        }
+        let image = self.mark_image(&config.origin).ok().flatten();
+        let name = config.name.clone();
+        let (progress, _) = watch::channel(Progress {
+            outcome: Some(WaitOutcome {
+                exit_code: state.exit_code,
+                error: state.error.clone(),
+            }),
+            ..Progress::default()
+        });
+        let container = Arc::new(Container {
+            id: id.clone(),
+            dir: dir.to_owned(),
+            config: Mutex::new(config),
+            state: Mutex::new(state),
+            run: Mutex::new(None),
+            progress,
+            lifecycle: tokio::sync::Mutex::new(()),
+            cancel_restart: tokio::sync::Notify::new(),
+            backoff: Mutex::default(),
+            attachers: Mutex::default(),
+            _image: image,
+        });
+        if died {
+            container.save_state()?;
+        }
+        let mut table = lock(&self.shared.table);
+        table.by_name.insert(name, id.clone());
+        table.by_id.insert(id, container.clone());
+        Ok(Some(container))
+    }
+
+    fn mark_image(&self, origin: &Origin) -> Result<Option<LockGuard>, ContainerError> {
+        match origin {
+            Origin::Image { digest, .. } => {
+                let digest = crate::image::Digest::parse(digest)?;
+                Ok(Some(self.shared.services.images.mark_in_use(&digest)?))
+            }
+            Origin::File { .. } => Ok(None),
+        }
+    }
+
+    /// The container that `key` names: its full id, its name (with or
+    /// without Docker's leading `/`), or a unique prefix of its id.
+    fn get(&self, key: &str) -> Result<Arc<Container>, ContainerError> {
+        let table = lock(&self.shared.table);
+        let name = key.strip_prefix('/').unwrap_or(key);
+        if let Some(container) = table.by_id.get(key) {
+            return Ok(container.clone());
+        }
+        if let Some(id) = table.by_name.get(name) {
+            return Ok(table.by_id[id].clone());
+        }
+        let not_found = || ContainerError::NotFound(crate::input::excerpt(key).to_string());
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_found());
+        }
+        let mut matches = table.by_id.iter().filter(|(id, _)| id.starts_with(key));
+        match (matches.next(), matches.next()) {
+            (Some((_, container)), None) => Ok(container.clone()),
+            (Some(_), Some(_)) => Err(ContainerError::Invalid(format!(
+                "multiple containers found with provided prefix: {key}"
+            ))),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// The full id of the container `key` names.
+    pub fn resolve(&self, key: &str) -> Result<String, ContainerError> {
+        Ok(self.get(key)?.id.clone())
+    }
+
+    /// Creates a container (not started). An empty name gets a generated
+    /// one; an image origin with no digest is resolved in the local store.
+    pub fn create(&self, mut config: ContainerConfig) -> Result<String, ContainerError> {
+        if let Origin::Image { reference, digest } = &mut config.origin
+            && digest.is_empty()
+        {
+            let entry = self
+                .shared
+                .services
+                .images
+                .find(reference)
+                .map_err(|e| match e {
+                    ImageError::NotFound { .. } => ContainerError::ImageNotFound(reference.clone()),
+                    other => other.into(),
+                })?;
+            *digest = entry.descriptor.digest.to_string();
+        }
+        check_config(&config)?;
+        let id = new_id();
+        let image = self.mark_image(&config.origin)?;
+        let mut table = lock(&self.shared.table);
+        if config.name.is_empty() {
+            config.name = generate_name(|name| table.by_name.contains_key(name));
+        } else if !is_valid_name(&config.name) {
+            return Err(ContainerError::InvalidName(
+                crate::input::excerpt(&config.name).to_string(),
+            ));
+        } else if let Some(other) = table.by_name.get(&config.name) {
+            return Err(ContainerError::NameInUse {
+                name: config.name.clone(),
+                id: other.clone(),
+            });
+        }
+        let dir = self.shared.root.join(&id);
+        std::fs::create_dir(&dir).map_err(io("create", &dir))?;
+        let (progress, _) = watch::channel(Progress::default());
+        let name = config.name.clone();
+        let container = Arc::new(Container {
+            id: id.clone(),
+            dir: dir.clone(),
+            config: Mutex::new(config),
+            state: Mutex::new(State::new(SystemTime::now())),
+            run: Mutex::new(None),
+            progress,
+            lifecycle: tokio::sync::Mutex::new(()),
+            cancel_restart: tokio::sync::Notify::new(),
+            backoff: Mutex::default(),
+            attachers: Mutex::default(),
+            _image: image,
+        });
+        // The state first: a directory with a config is a container.
+        let saved = container
+            .save_state()
+            .and_then(|()| container.save_config());
+        if let Err(e) = saved {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        table.by_name.insert(name, id.clone());
+        table.by_id.insert(id.clone(), container);
+        Ok(id)
+    }
+
+    /// Every container, newest first.
+    pub fn list(&self) -> Vec<Snapshot> {
+        let containers: Vec<_> = lock(&self.shared.table).by_id.values().cloned().collect();
+        let mut snapshots: Vec<_> = containers.iter().map(|c| c.snapshot()).collect();
+        snapshots.sort_by_key(|s| std::cmp::Reverse(s.state.created_at));
+        snapshots
+    }
+
+    pub fn inspect(&self, key: &str) -> Result<Snapshot, ContainerError> {
+        Ok(self.get(key)?.snapshot())
+    }
+
+    /// Starts the container; returns once its app is loaded and its ports
+    /// are bound (an error then leaves it exited, with the reason).
+    pub async fn start(&self, key: &str) -> Result<(), ContainerError> {
+        let container = self.get(key)?;
+        let _lifecycle = container.lifecycle.lock().await;
+        self.start_locked(&container, false).await
+    }
+
+    async fn start_locked(
+        &self,
+        container: &Arc<Container>,
+        by_policy: bool,
+    ) -> Result<(), ContainerError> {
+        {
+            let state = lock(&container.state);
+            match state.status {
+                Status::Running => {
+                    return Err(ContainerError::Unchanged(container.name(), "running"));
+                }
+                Status::Paused => {
+                    return Err(ContainerError::Conflict {
+                        what: "start",
+                        name: container.name(),
+                        reason: TransitionError::Paused.to_string(),
+                    });
+                }
+                Status::Dead => {
+                    return Err(ContainerError::Conflict {
+                        what: "start",
+                        name: container.name(),
+                        reason: TransitionError::Dead.to_string(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let config = lock(&container.config).clone();
+        let prepared = match self.prepare(&config).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                let message = e.to_string();
+                let code = match &e {
+                    ContainerError::Start(_) => crate::exit::CANNOT_RUN,
+                    _ => crate::exit::WRUN_ERROR,
+                };
+                container.update(|s| {
+                    s.exited(SystemTime::now(), code, Some(message.clone()), false);
+                });
+                return Err(e);
+            }
+        };
+        let logs = LogWriter::open(&container.dir, config.log)
+            .map_err(|e| ContainerError::Start(e.to_string()))?;
+        let control = Control::new(config.cpus);
+        {
+            // Under the run's lock, so that an attach sees either the run or
+            // the hand-over here, and output from the first byte either way.
+            let mut run = lock(&container.run);
+            *run = Some(Run {
+                control: control.clone(),
+                logs: logs.clone(),
+                ports: prepared.net.published(),
+            });
+            for attacher in lock(&container.attachers).drain(..) {
+                let _ = attacher.send(logs.subscribe());
+            }
+        }
+        let now = SystemTime::now();
+        container
+            .update(|s| match by_policy {
+                true => s.restart_by_policy(now),
+                false => s.start(now),
+            })
+            .map_err(|e| ContainerError::Conflict {
+                what: "start",
+                name: container.name(),
+                reason: e.to_string(),
+            })?;
+        let this = self.clone();
+        let container = container.clone();
+        self.shared.services.guests.spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = this.run(&container, prepared, &logs, &control).await;
+            // A stop or kill is the user's doing, not the app's failure.
+            if let Err(e) = &outcome
+                && !matches!(e, RunError::Killed { .. })
+            {
+                // What `wrun run` prints on stderr, the container's log shows
+                // (and attached clients, before their stream ends).
+                let _ = logs.write(
+                    Stream::Stderr,
+                    format!("wrun: {}\n", describe(e)).as_bytes(),
+                );
+            }
+            let _ = logs.flush();
+            let _ = logs.close();
+            this.exited(&container, outcome, started.elapsed()).await;
+        });
+        Ok(())
+    }
+
+    /// The spec, the network namespace and the loaded app of one start.
+    async fn prepare(&self, config: &ContainerConfig) -> Result<Prepared, ContainerError> {
+        let services = &self.shared.services;
+        let mut volumes = Vec::new();
+        for mount in &config.mounts {
+            let host = match &mount.source {
+                MountSource::Bind(path) => path.clone(),
+                MountSource::Volume(name) => {
+                    services
+                        .volumes
+                        .create(name, Default::default(), false, true)?
+                        .mountpoint
+                }
+            };
+            volumes.push(Volume {
+                host,
+                guest: mount.target.clone(),
+                access: match mount.read_only {
+                    true => Access::ReadOnly,
+                    false => Access::ReadWrite,
+                },
+            });
+        }
+        let overrides = Overrides {
+            args: config.args.clone(),
+            env: config.env.clone(),
+            volumes,
+            workdir: config.workdir.clone(),
+            stdin: Stdin::Empty,
+            publish_all: config.publish_all,
+        };
+        let start_error = |e: &dyn std::fmt::Display| ContainerError::Start(e.to_string());
+        let (spec, image) = match &config.origin {
+            Origin::File { path } => {
+                let argv0 = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (ContainerSpec::from_file(argv0, overrides), None)
+            }
+            Origin::Image { digest, reference } => {
+                let entry = services.images.find(digest).map_err(|e| match e {
+                    ImageError::NotFound { .. } => ContainerError::ImageNotFound(reference.clone()),
+                    other => other.into(),
+                })?;
+                let image = Image::load(&services.images, &entry)?;
+                let spec = ContainerSpec::from_image(&image, &services.images, overrides)?;
+                (spec, Some(image))
+            }
+        };
+        spec.wasi.validate().map_err(|e| start_error(&e))?;
+        let mut networks = Vec::new();
+        for name in &config.networks {
+            networks.push(services.networks.get(name).map_err(|e| start_error(&e))?);
+        }
+        let mut publish = config.publish.clone();
+        publish.extend(spec.publish.iter().cloned());
+        let net_spec = NetSpec {
+            name: Some(config.name.clone()),
+            publish,
+            runtime_dir: match networks.is_empty() {
+                true => PathBuf::new(),
+                false => services.runtime_dir.clone(),
+            },
+            networks,
+            outbound: Vec::new(),
+        };
+        let fds = FdBudget::instance(
+            config
+                .max_fds
+                .unwrap_or(wrun_host_api::fds::DEFAULT_INSTANCE_FDS),
+        );
+        let net = Namespace::start(&net_spec, fds)
+            .await
+            .map_err(|e| start_error(&e))?;
+        let runtime = services.runtime.clone();
+        let images = services.images.clone();
+        let origin = config.origin.clone();
+        let rootfs = spec.rootfs.clone();
+        let name = config.name.clone();
+        let app = tokio::task::spawn_blocking(move || {
+            load_app(
+                &runtime,
+                &origin,
+                image.as_ref(),
+                &images,
+                rootfs.as_deref(),
+            )
+        })
+        .await
+        .map_err(|e| start_error(&e))?
+        .map_err(|e| start_error(&e))?
+        .renamed(name);
+        let limits = Limits {
+            memory: config.memory.unwrap_or(crate::DEFAULT_MEMORY_LIMIT),
+            timeout: None,
+            cpu_time: None,
+            max_fds: config
+                .max_fds
+                .unwrap_or(wrun_host_api::fds::DEFAULT_INSTANCE_FDS),
+        };
+        Ok(Prepared {
+            app,
+            spec,
+            net,
+            limits,
+        })
+    }
+
+    async fn run(
+        &self,
+        container: &Container,
+        prepared: Prepared,
+        logs: &LogWriter,
+        control: &Control,
+    ) -> Result<i32, RunError> {
+        let Prepared {
+            app,
+            spec,
+            net,
+            limits,
+        } = prepared;
+        let stdout = LogOutput::new(logs.clone(), Stream::Stdout);
+        let stderr = LogOutput::new(logs.clone(), Stream::Stderr);
+        tracing::debug!(container = %container.id, "started");
+        let result = self
+            .shared
+            .services
+            .runtime
+            .run_governed(
+                &app,
+                &spec.wasi,
+                net,
+                &limits,
+                |builder| {
+                    builder.stdout(stdout).stderr(stderr);
+                },
+                Some(control),
+            )
+            .await;
+        // The anonymous volumes of this run go with the spec.
+        drop(spec);
+        result
+    }
+
+    /// Records how a run ended, then applies the restart policy or
+    /// `--rm`.
+    async fn exited(
+        &self,
+        container: &Arc<Container>,
+        outcome: Result<i32, RunError>,
+        ran: Duration,
+    ) {
+        let (exit_code, error, oom) = match &outcome {
+            Ok(code) => (*code, None, false),
+            Err(RunError::Killed { signal, .. }) => (128 + signal, None, false),
+            Err(e) => {
+                let oom = matches!(
+                    e,
+                    RunError::LimitExceeded {
+                        limit: crate::LimitExceeded::Memory { .. },
+                        ..
+                    }
+                );
+                let code = crate::exit::code_of(e).unwrap_or(crate::exit::WRUN_ERROR);
+                (code, Some(e.to_string()), oom)
+            }
+        };
+        *lock(&container.run) = None;
+        let restarts = container.update(|s| {
+            s.exited(SystemTime::now(), exit_code, error.clone(), oom);
+            let policy = lock(&container.config).restart;
+            let restarts = policy.restarts(s);
+            if restarts {
+                s.restarting();
+            }
+            restarts
+        });
+        container.progress.send_modify(|p| {
+            p.exits += 1;
+            p.outcome = Some(WaitOutcome { exit_code, error });
+        });
+        tracing::debug!(container = %container.id, exit_code, "exited");
+        if restarts {
+            let delay = lock(&container.backoff).after(ran);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = container.cancel_restart.notified() => {}
+            }
+            self.restart_by_policy(container.clone()).await;
+            return;
+        }
+        *lock(&container.backoff) = Backoff::default();
+        if lock(&container.config).auto_remove {
+            let _lifecycle = container.lifecycle.lock().await;
+            if let Err(e) = self.remove_locked(container) {
+                tracing::warn!(container = %container.id, "could not remove: {e}");
+            }
+        }
+    }
+
+    /// Starts a container again after its back-off. Boxed: a start spawns
+    /// the run that, when it ends, comes here again.
+    fn restart_by_policy(
+        &self,
+        container: Arc<Container>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let _lifecycle = container.lifecycle.lock().await;
+            if lock(&container.state).status != Status::Restarting {
+                return;
+            }
+            if let Err(e) = self.start_locked(&container, true).await {
+                tracing::warn!(container = %container.id, "restart failed: {e}");
+            }
+        })
+    }
+
+    /// Waits for `condition`. The wait is registered when this returns, so
+    /// a start right after it cannot slip an exit past it.
+    pub fn wait(
+        &self,
+        key: &str,
+        condition: WaitCondition,
+    ) -> Result<impl Future<Output = WaitOutcome> + Send + 'static, ContainerError> {
+        let container = self.get(key)?;
+        let mut progress = container.progress.subscribe();
+        let seen = progress.borrow().exits;
+        let status = lock(&container.state).status;
+        Ok(async move {
+            let done = |p: &Progress| match condition {
+                WaitCondition::NotRunning => !p.live && status_settled(p, seen, status),
+                WaitCondition::NextExit => p.exits > seen || p.removed,
+                WaitCondition::Removed => p.removed,
+            };
+            let waited = progress.wait_for(done).await.map(|p| p.outcome.clone());
+            // An error: the container is gone, and its sender with it.
+            let outcome = waited.unwrap_or_else(|_| progress.borrow().outcome.clone());
+            outcome.unwrap_or(WaitOutcome {
+                exit_code: 0,
+                error: None,
+            })
+        })
+    }
+
+    /// Stops a running container (see [`SIGTERM`]); waits until it has.
+    pub async fn stop(&self, key: &str) -> Result<(), ContainerError> {
+        let container = self.get(key)?;
+        let _lifecycle = container.lifecycle.lock().await;
+        self.stop_locked(&container, SIGTERM).await
+    }
+
+    async fn stop_locked(
+        &self,
+        container: &Arc<Container>,
+        signal: i32,
+    ) -> Result<(), ContainerError> {
+        let status = lock(&container.state).status;
+        if status == Status::Restarting {
+            container.update(|s| {
+                s.stopped_by_user = true;
+                s.cancel_restart();
+            });
+            container.cancel_restart.notify_waiters();
+            return Ok(());
+        }
+        let Some(control) = container.control() else {
+            return Err(ContainerError::Unchanged(container.name(), "stopped"));
+        };
+        let wait = self.wait(&container.id, WaitCondition::NextExit)?;
+        container.update(|s| s.stopped_by_user = true);
+        control.kill(signal);
+        wait.await;
+        Ok(())
+    }
+
+    /// Sends `signal` (a number) to a running container. No WASI guest can
+    /// catch a signal, so any signal ends it, as its default action would.
+    pub async fn kill(&self, key: &str, signal: i32) -> Result<(), ContainerError> {
+        let container = self.get(key)?;
+        let Some(control) = container.control() else {
+            return Err(ContainerError::Conflict {
+                what: "kill",
+                name: key.to_owned(),
+                reason: format!("container {} is not running", container.id),
+            });
+        };
+        let wait = self.wait(&container.id, WaitCondition::NextExit)?;
+        container.update(|s| s.stopped_by_user = true);
+        control.kill(signal);
+        wait.await;
+        Ok(())
+    }
+
+    /// Stops the container if it runs, then starts it.
+    pub async fn restart(&self, key: &str) -> Result<(), ContainerError> {
+        let container = self.get(key)?;
+        let _lifecycle = container.lifecycle.lock().await;
+        match self.stop_locked(&container, SIGTERM).await {
+            Ok(()) | Err(ContainerError::Unchanged(..)) => {}
+            Err(e) => return Err(e),
+        }
+        self.start_locked(&container, false).await
+    }
+
+    pub fn pause(&self, key: &str) -> Result<(), ContainerError> {
+        let container = self.get(key)?;
+        let control = container.control();
+        container
+            .update(|s| s.pause())
+            .map_err(|e| ContainerError::Conflict {
+                what: "pause",
+                name: key.to_owned(),
+                reason: e.to_string(),
+            })?;
+        if let Some(control) = control {
+            control.pause();
+        }
+        Ok(())
+    }
+
+    pub fn unpause(&self, key: &str) -> Result<(), ContainerError> {
+        let container = self.get(key)?;
+        container
+            .update(|s| s.unpause())
+            .map_err(|e| ContainerError::Conflict {
+                what: "unpause",
+                name: key.to_owned(),
+                reason: e.to_string(),
+            })?;
+        if let Some(control) = container.control() {
+            control.unpause();
+        }
+        Ok(())
+    }
+
+    pub fn rename(&self, key: &str, new_name: &str) -> Result<(), ContainerError> {
+        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
+        if !is_valid_name(new_name) {
+            return Err(ContainerError::InvalidName(
+                crate::input::excerpt(new_name).to_string(),
+            ));
+        }
+        let container = self.get(key)?;
+        let mut table = lock(&self.shared.table);
+        if let Some(other) = table.by_name.get(new_name) {
+            return Err(ContainerError::NameInUse {
+                name: new_name.to_owned(),
+                id: other.clone(),
+            });
+        }
+        let old = std::mem::replace(&mut lock(&container.config).name, new_name.to_owned());
+        if let Err(e) = container.save_config() {
+            lock(&container.config).name = old;
+            return Err(e);
+        }
+        table.by_name.remove(&old);
+        table
+            .by_name
+            .insert(new_name.to_owned(), container.id.clone());
+        Ok(())
+    }
+
+    /// Removes a container; a running one only with `force` (it is killed
+    /// first).
+    pub async fn remove(&self, key: &str, force: bool) -> Result<(), ContainerError> {
+        let container = self.get(key)?;
+        let _lifecycle = container.lifecycle.lock().await;
+        if lock(&container.state).status.is_live() {
+            if !force {
+                return Err(ContainerError::Conflict {
+                    what: "remove",
+                    name: format!("\"/{}\"", container.name()),
+                    reason: "container is running: stop the container before removing or force \
+                             remove"
+                        .to_owned(),
+                });
+            }
+            self.stop_locked(&container, SIGKILL).await?;
+        }
+        self.remove_locked(&container)
+    }
+
+    fn remove_locked(&self, container: &Arc<Container>) -> Result<(), ContainerError> {
+        container.update(|s| {
+            s.stopped_by_user = true;
+            s.cancel_restart();
+        });
+        container.cancel_restart.notify_waiters();
+        {
+            let mut table = lock(&self.shared.table);
+            table.by_id.remove(&container.id);
+            let name = container.name();
+            if table.by_name.get(&name) == Some(&container.id) {
+                table.by_name.remove(&name);
+            }
+        }
+        // The config goes first: a crash halfway leaves a directory that
+        // holds no container, which the next open clears.
+        let config = container.dir.join(CONFIG_FILE);
+        let removed = std::fs::remove_file(&config)
+            .map_err(io("remove", &config))
+            .and_then(|()| {
+                std::fs::remove_dir_all(&container.dir).map_err(io("remove", &container.dir))
+            });
+        lock(&container.attachers).clear();
+        container.progress.send_modify(|p| p.removed = true);
+        removed
+    }
+
+    /// A container's log: the entries written so far that `options` select,
+    /// and with `follow`, a stream of those written after (ending when the
+    /// container stops).
+    pub fn logs(
+        &self,
+        key: &str,
+        options: &ReadOptions,
+        follow: bool,
+    ) -> Result<(Vec<logs::LogEntry>, Option<Follow>), ContainerError> {
+        let container = self.get(key)?;
+        let follower = match follow {
+            true => lock(&container.run).as_ref().map(|r| r.logs.subscribe()),
+            false => None,
+        };
+        let read_error = |e: logs::LogError| ContainerError::Io {
+            what: "read the log of",
+            path: container.dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let history = match &follower {
+            Some(follow) => follow.history(options),
+            None => logs::read(&container.dir, options),
+        };
+        let history = history
+            .map_err(read_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read_error)?;
+        Ok((history, follower))
+    }
+
+    /// The output of the container's current run, or, if it is not
+    /// running, of its next start (`docker run` attaches before it
+    /// starts). `None` if it is removed first.
+    pub fn attach(
+        &self,
+        key: &str,
+    ) -> Result<impl Future<Output = Option<Follow>> + Send + 'static, ContainerError> {
+        let container = self.get(key)?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let run = lock(&container.run);
+            match run.as_ref() {
+                Some(run) => {
+                    let _ = tx.send(run.logs.subscribe());
+                }
+                None => lock(&container.attachers).push(tx),
+            }
+        }
+        Ok(async move { rx.await.ok() })
+    }
+
+    /// Stops every running container (the daemon is shutting down); they
+    /// are not marked stopped by a user, so `always` and `unless-stopped`
+    /// ones start again with the next daemon.
+    pub async fn shutdown(&self) {
+        let containers: Vec<_> = lock(&self.shared.table).by_id.values().cloned().collect();
+        let mut waits = Vec::new();
+        for container in containers {
+            if let Some(control) = container.control()
+                && let Ok(wait) = self.wait(&container.id, WaitCondition::NextExit)
+            {
+                control.kill(SIGTERM);
+                waits.push(wait);
+            }
+        }
+        for wait in waits {
+            wait.await;
+        }
+    }
+}
+
+/// Whether a not-running wait registered when the container was in
+/// `status` is over: at once for one that is not running, else at its exit.
+fn status_settled(p: &Progress, seen: u64, status: Status) -> bool {
+    match status {
+        Status::Running | Status::Paused | Status::Restarting => p.exits > seen || p.removed,
+        _ => true,
+    }
+}
+
+/// A run's error as `wrun run` reports it: the message, and a trap's
+/// backtrace.
+fn describe(error: &RunError) -> String {
+    format!("{error}{}", crate::exit::backtrace_text(error))
+}
+
+struct Prepared {
+    app: App,
+    spec: ContainerSpec,
+    net: Namespace,
+    limits: Limits,
+}
+
+fn load_app(
+    runtime: &Runtime,
+    origin: &Origin,
+    image: Option<&Image>,
+    images: &ImageStore,
+    rootfs: Option<&Path>,
+) -> Result<App, String> {
+    let source = match (origin, image) {
+        (Origin::Image { .. }, Some(image)) => {
+            match runtime
+                .lookup_image(image, images, rootfs)
+                .map_err(|e| e.to_string())?
+            {
+                Lookup::Cached(app) => return Ok(app),
+                Lookup::Source(source) => source,
+            }
+        }
+        (Origin::File { path }, _) => match runtime.lookup(path).map_err(|e| e.to_string())? {
+            Lookup::Cached(app) => return Ok(app),
+            Lookup::Source(source) => source,
+        },
+        (Origin::Image { reference, .. }, None) => {
+            return Err(format!("image `{reference}` is not loaded"));
+        }
+    };
+    if source.kind() == SourceKind::Precompiled {
+        // Machine code from someone else: never, in a container.
+        return Err(format!(
+            "`{}` is a precompiled artifact, not wasm; containers run wasm",
+            source.name()
+        ));
+    }
+    runtime.compile(&source).map_err(|e| e.to_string())
+}
+
+fn check_config(config: &ContainerConfig) -> Result<(), ContainerError> {
+    if config.auto_remove && config.restart != super::RestartPolicy::No {
+        return Err(ContainerError::Invalid(
+            "conflicting options: cannot specify both --restart and --rm".to_owned(),
+        ));
+    }
+    if let Some(cpus) = config.cpus
+        && !(cpus > 0.0 && cpus <= super::control::MAX_CPUS)
+    {
+        return Err(ContainerError::Invalid(format!(
+            "invalid CPU count `{cpus}`: expected a number of CPUs above 0"
+        )));
+    }
+    for mount in &config.mounts {
+        if let MountSource::Bind(path) = &mount.source
+            && !path.is_absolute()
+        {
+            return Err(ContainerError::Invalid(format!(
+                "invalid mount source `{}`: a bind mount's source must be an absolute path",
+                path.display()
+            )));
+        }
+    }
+    if let Origin::File { path } = &config.origin
+        && !path.is_absolute()
+    {
+        return Err(ContainerError::Invalid(format!(
+            "invalid app path `{}`: it must be absolute",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Docker's rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+fn is_valid_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// 64 hex digits from the system's random source.
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+        // Never in practice; a hash of the time and pid is still unique here.
+        let seed = format!("{:?}{}", SystemTime::now(), std::process::id());
+        bytes = *blake3::hash(seed.as_bytes()).as_bytes();
+    }
+    hex::encode(bytes)
+}
+
+/// A Docker-style name (`adjective_noun`), not yet taken.
+fn generate_name(taken: impl Fn(&str) -> bool) -> String {
+    const LEFT: &[&str] = &[
+        "brave", "calm", "eager", "fervent", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nimble", "quirky", "serene", "trusting", "vigilant", "wizardly", "zealous",
+    ];
+    const RIGHT: &[&str] = &[
+        "babbage", "curie", "dijkstra", "euler", "hopper", "kepler", "lamport", "lovelace",
+        "noether", "pascal", "ritchie", "shannon", "thompson", "turing", "wirth",
+    ];
+    let id = new_id();
+    let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
+    let left = LEFT[(seed % LEFT.len() as u64) as usize];
+    let right = RIGHT[((seed >> 32) % RIGHT.len() as u64) as usize];
+    let base = format!("{left}_{right}");
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}{n}"))
+        .find(|name| !taken(name))
+        .unwrap_or(base)
+}
