@@ -7,6 +7,7 @@
 
 pub mod commands;
 pub mod common;
+pub mod daemon;
 pub mod exit;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -49,6 +49,7 @@ enum Command {
     Login(commands::registry::LoginCommand),
     Logout(commands::registry::LogoutCommand),
     System(commands::system::SystemCommand),
+    Daemon(commands::daemon::DaemonCommand),
 }
 
 fn main() {
@@ -82,6 +83,7 @@ fn main() {
         Command::Login(c) => c.execute(),
         Command::Logout(c) => c.execute(),
         Command::System(c) => c.execute(),
+        Command::Daemon(c) => c.execute(),
     };
     let code = match result {
         Ok(code) => code,

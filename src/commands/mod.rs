@@ -1,5 +1,6 @@
 pub mod build;
 pub mod compile;
+pub mod daemon;
 pub mod image;
 pub mod network;
 pub mod registry;

@@ -1,6 +1,6 @@
 //! `wrun serve`: serve HTTP functions for one or many tenants.
 
-use crate::common::{new_runtime, parse_duration, parse_memory, parse_outbound};
+use crate::common::{new_runtime, parse_duration, parse_memory, parse_outbound, shutdown_signal};
 use crate::serve::config::{self, ConfigFile, FunctionConfig, LimitsConfig, TenantConfig};
 use crate::serve::{admin, from_config, server};
 use anyhow::{Context as _, bail};
@@ -355,21 +355,5 @@ fn address(
             .map(Some)
             .with_context(|| format!("invalid `server.{field}` address `{text}`")),
         (None, None) => Ok(None),
-    }
-}
-
-/// Waits for SIGTERM or SIGINT and names it.
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers there is nothing to wait for but the end.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
     }
 }

@@ -7,6 +7,7 @@ mod support;
 mod cache;
 mod cli;
 mod crash;
+mod daemon;
 mod env;
 mod images;
 mod inputs;

@@ -1,0 +1,565 @@
+//! `wrun daemon` driven by real Docker clients: the `docker` CLI and
+//! docker-py, each against a daemon the test starts on its own socket with
+//! its own `$WRUN_HOME` (`DOCKER_HOST` always points there: the machine's
+//! own Docker engine, if any, is never touched).
+
+use crate::support::{Output, P1, P2, Running, tempdir, wrun};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A daemon of the test's own.
+struct Daemon {
+    home: tempfile::TempDir,
+    xdg: tempfile::TempDir,
+    /// For `docker`'s config (so the user's contexts and credentials are
+    /// never read).
+    docker_config: tempfile::TempDir,
+    process: Option<Running>,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let mut daemon = Daemon {
+            home: tempdir(),
+            xdg: tempdir(),
+            docker_config: tempdir(),
+            process: None,
+        };
+        daemon.launch();
+        daemon
+    }
+
+    fn launch(&mut self) {
+        let running = wrun()
+            .home(self.home.path())
+            .env("XDG_RUNTIME_DIR", self.xdg.path())
+            .arg("daemon")
+            .spawn();
+        running.wait_for_line("listening on unix://");
+        self.process = Some(running);
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.xdg.path().join("wrun/wrun.sock")
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    fn crash(&mut self) {
+        let running = self.process.take().expect("running");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(running.pid() as i32).expect("pid"),
+            rustix::process::Signal::KILL,
+        )
+        .expect("kill");
+        let _ = running.finish();
+    }
+
+    /// Stops the daemon as a service manager would (SIGTERM).
+    fn terminate(&mut self) -> Output {
+        let running = self.process.take().expect("running");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(running.pid() as i32).expect("pid"),
+            rustix::process::Signal::TERM,
+        )
+        .expect("kill");
+        running.finish()
+    }
+
+    /// `wrun build -t NAME APP` into the daemon's store.
+    fn build(&self, name: &str, app: &str) {
+        wrun()
+            .home(self.home.path())
+            .args(["build", "-t", name, app])
+            .run()
+            .assert_success();
+    }
+
+    /// Runs the docker CLI against this daemon.
+    #[track_caller]
+    fn docker(&self, args: &[&str]) -> Output {
+        self.docker_env(args, &[])
+    }
+
+    #[track_caller]
+    fn docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(docker_cli());
+        cmd.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env("DOCKER_CONFIG", self.docker_config.path())
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        run_bounded(cmd)
+    }
+
+    /// One HTTP/1.1 request on the socket; returns the status and body.
+    fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut stream = UnixStream::connect(self.socket()).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.process.is_some() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// The docker CLI, or a failure saying how to install it.
+fn docker_cli() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("docker"))
+            .find(|p| p.is_file())
+    });
+    found.expect(
+        "the daemon tests drive the real docker CLI, which is not on PATH: install it \
+         (Debian: `apt-get install docker.io`, or Docker's `docker-ce-cli`)",
+    )
+}
+
+/// Runs `cmd` to its end (at most 120 s), collecting its output.
+#[track_caller]
+fn run_bounded(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = out.join().unwrap_or_default();
+    Output {
+        code: status.code().unwrap_or(-1),
+        stdout_len: stdout.len() as u64,
+        stdout,
+        stderr: err.join().unwrap_or_default(),
+        peak_rss_kib: None,
+    }
+}
+
+/// Polls `check` (up to 60 s) until it holds.
+#[track_caller]
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn docker_run_attaches_and_returns_the_apps_exit_code() {
+    let daemon = Daemon::start();
+    daemon.build("hello", P2.hello);
+    daemon.build("args", P2.args_env);
+    daemon.build("trap", P2.trap);
+    daemon.build("hello-p1", P1.hello);
+    daemon
+        .docker(&["version"])
+        .assert_success()
+        .assert_stdout_contains("API version:      1.47");
+    daemon
+        .docker(&["run", "--rm", "hello"])
+        .assert_success()
+        .assert_stdout_contains("Hello from a wrun guest!");
+    daemon
+        .docker(&["run", "--rm", "hello-p1"])
+        .assert_success()
+        .assert_stdout_contains("Hello from a wrun guest!");
+    let out = daemon.docker(&["run", "--rm", "-e", "GREETING=hi", "args", "one", "two"]);
+    out.assert_success()
+        .assert_stdout_contains("argv[1]=one")
+        .assert_stdout_contains("argv[2]=two")
+        .assert_stdout_contains("env GREETING=hi");
+    // A trap: 134, as `wrun run` exits, with the reason on stderr.
+    daemon
+        .docker(&["run", "--name", "trapped", "trap"])
+        .assert_code(134)
+        .assert_stderr_contains("trapped: wasm trap");
+    let state = daemon.docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "trapped",
+    ]);
+    assert_eq!(state.stdout.trim(), "exited 134", "{state:?}");
+    // `--rm` left nothing behind; the named one is there.
+    let all = daemon.docker(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(all.stdout.trim(), "trapped", "{all:?}");
+}
+
+#[test]
+fn detached_containers_live_through_ps_logs_pause_stop_and_rm() {
+    let daemon = Daemon::start();
+    daemon.build("spin", P2.spin);
+    let id = daemon.docker(&["run", "-d", "--name", "busy", "spin"]);
+    id.assert_success();
+    assert_eq!(id.stdout.trim().len(), 64, "{id:?}");
+    let ps = daemon.docker(&["ps"]);
+    ps.assert_success();
+    let header = ps.stdout.lines().next().unwrap_or_default();
+    for column in [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = ps.stdout.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with(&id.stdout[..12]), "{row}");
+    assert!(
+        row.contains("Up ") && row.contains("busy") && row.contains("\"spin\""),
+        "{row}"
+    );
+    eventually("the first log line", || {
+        daemon.docker(&["logs", "busy"]).stdout.contains("spinning")
+    });
+    daemon.docker(&["pause", "busy"]).assert_success();
+    let status = daemon.docker(&["ps", "--format", "{{.Status}}"]);
+    assert!(status.stdout.contains("(Paused)"), "{status:?}");
+    // Stopping twice: the second is Docker's 304, which the CLI takes as done.
+    daemon.docker(&["unpause", "busy"]).assert_success();
+    daemon
+        .docker(&["stop", "busy"])
+        .assert_success()
+        .assert_stdout_contains("busy");
+    daemon.docker(&["stop", "busy"]).assert_success();
+    let state = daemon.docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "busy",
+    ]);
+    assert_eq!(state.stdout.trim(), "exited 143", "{state:?}");
+    assert!(daemon.docker(&["ps", "-q"]).stdout.trim().is_empty());
+    let listed = daemon.docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "status=exited",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(listed.stdout.starts_with("busy Exited (143)"), "{listed:?}");
+    // The log outlives the run, with timestamps on request.
+    let logs = daemon.docker(&["logs", "-t", "--tail", "1", "busy"]);
+    logs.assert_success();
+    assert_eq!(logs.stdout.lines().count(), 1, "{logs:?}");
+    assert!(
+        logs.stdout.starts_with("20") && logs.stdout.contains("Z "),
+        "{logs:?}"
+    );
+    // Started again, renamed, killed, removed.
+    daemon.docker(&["start", "busy"]).assert_success();
+    daemon
+        .docker(&["rename", "busy", "spinner"])
+        .assert_success();
+    daemon
+        .docker(&["rm", "spinner"])
+        .assert_code(1)
+        .assert_stderr_contains("container is running");
+    daemon.docker(&["kill", "spinner"]).assert_success();
+    let code = daemon.docker(&["wait", "spinner"]);
+    assert_eq!(code.stdout.trim(), "137", "{code:?}");
+    daemon
+        .docker(&["kill", "spinner"])
+        .assert_code(1)
+        .assert_stderr_contains("is not running");
+    daemon.docker(&["rm", "spinner"]).assert_success();
+    daemon
+        .docker(&["rm", "spinner"])
+        .assert_code(1)
+        .assert_stderr_contains("No such container: spinner");
+    daemon.docker(&["rm", "-f", "spinner"]).assert_success();
+    assert!(daemon.docker(&["ps", "-aq"]).stdout.trim().is_empty());
+    assert!(
+        !daemon
+            .home
+            .path()
+            .join("containers")
+            .read_dir()
+            .unwrap()
+            .any(|_| true)
+    );
+}
+
+#[test]
+fn a_published_port_reaches_the_container() {
+    let daemon = Daemon::start();
+    daemon.build("echo", P2.echo_server);
+    daemon
+        .docker(&["run", "-d", "--name", "echo", "-p", "127.0.0.1::80", "echo"])
+        .assert_success();
+    let port = daemon.docker(&["port", "echo", "80"]);
+    let port: u16 = port
+        .stdout
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port: {port:?}"));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(b"through the daemon\n").unwrap();
+    let mut echoed = [0u8; 19];
+    conn.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"through the daemon\n");
+    // The port is the container's: a second container cannot take it.
+    let taken = format!("127.0.0.1:{port}:80");
+    daemon
+        .docker(&["run", "-d", "--name", "second", "-p", &taken, "echo"])
+        .assert_code(125);
+    let state = daemon.docker(&["inspect", "-f", "{{.State.Status}}", "second"]);
+    assert_eq!(state.stdout.trim(), "exited", "{state:?}");
+    // Stopping it frees the port.
+    daemon.docker(&["rm", "-f", "echo"]).assert_success();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn restart_policies_and_a_crashed_daemon_keep_true_states() {
+    let mut daemon = Daemon::start();
+    daemon.build("echo", P2.echo_server);
+    daemon.build("trap", P2.trap);
+    daemon.build("hello", P2.hello);
+    daemon
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "always",
+            "--restart",
+            "always",
+            "echo",
+        ])
+        .assert_success();
+    daemon
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "flaky",
+            "--restart",
+            "on-failure:2",
+            "trap",
+        ])
+        .assert_success();
+    daemon
+        .docker(&["run", "--name", "done", "hello"])
+        .assert_success();
+    eventually("two restarts of the failing container", || {
+        let out = daemon.docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.RestartCount}}",
+            "flaky",
+        ]);
+        out.stdout.trim() == "exited 2"
+    });
+    daemon.crash();
+    daemon.launch();
+    let inspect = |daemon: &Daemon, name: &str| {
+        daemon
+            .docker(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                name,
+            ])
+            .stdout
+            .trim()
+            .to_owned()
+    };
+    // Found running by a dead daemon: recorded as exited, then `always`
+    // brings it back; the others keep the states they had.
+    eventually("the `always` container back", || {
+        inspect(&daemon, "always") == "running 0"
+    });
+    assert_eq!(inspect(&daemon, "flaky"), "exited 134");
+    assert_eq!(inspect(&daemon, "done"), "exited 0");
+    // A user's stop holds across a restart of the daemon for
+    // `unless-stopped`; `always` comes back.
+    daemon
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "unless",
+            "--restart",
+            "unless-stopped",
+            "echo",
+        ])
+        .assert_success();
+    daemon
+        .docker(&["stop", "unless", "always"])
+        .assert_success();
+    daemon.terminate().assert_success();
+    daemon.launch();
+    eventually("`always` back after a clean restart", || {
+        inspect(&daemon, "always") == "running 0"
+    });
+    assert_eq!(inspect(&daemon, "unless"), "exited 143");
+    // No state file was left torn.
+    for entry in daemon.home.path().join("containers").read_dir().unwrap() {
+        let dir = entry.unwrap().path();
+        for file in ["config.json", "state.json"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap();
+        }
+    }
+}
+
+#[test]
+fn bad_requests_get_dockers_errors_and_change_nothing() {
+    let daemon = Daemon::start();
+    daemon.build("hello", P2.hello);
+    daemon
+        .docker(&["create", "--name", "web", "hello"])
+        .assert_success();
+    daemon
+        .docker(&["create", "--name", "web", "hello"])
+        .assert_code(1)
+        .assert_stderr_contains("The container name \"/web\" is already in use");
+    let (status, body) = daemon.http(
+        "POST",
+        "/v1.47/containers/create",
+        r#"{"Image":"nothing-here"}"#,
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("No such image: nothing-here"), "{body}");
+    let (status, body) = daemon.http("POST", "/v1.47/containers/create", r#"{"Image": 7}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid JSON"), "{body}");
+    let (status, body) = daemon.http(
+        "POST",
+        "/v1.47/containers/create",
+        r#"{"Image":"hello","HostConfig":{"RestartPolicy":{"Name":"sometimes"}}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("sometimes"), "{body}");
+    let (status, body) = daemon.http(
+        "POST",
+        "/v1.47/containers/create",
+        r#"{"Image":"hello","HostConfig":{"Binds":["/srv:relative"]}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("`/srv:relative`"), "{body}");
+    let (status, body) = daemon.http("POST", "/v1.47/containers/web/wait?condition=soon", "");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = daemon.http("POST", "/v1.47/containers/web/kill?signal=NOPE", "");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = daemon.http("GET", "/v1.47/no/such/path", "");
+    assert_eq!(
+        (status, body.contains("page not found")),
+        (404, true),
+        "{body}"
+    );
+    let (status, body) = daemon.http("GET", "/v1.99/version", "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("client version 1.99 is too new. Maximum supported API version is 1.47"));
+    let (status, _) = daemon.http("GET", "/v1.12/version", "");
+    assert_eq!(status, 400);
+    let (status, body) = daemon.http("POST", "/v1.47/containers/web/exec", "{}");
+    assert_eq!(status, 501, "{body}");
+    // Ignored, and said so: the CLI prints the warnings.
+    let created = daemon.docker(&["create", "--privileged", "--cap-add", "NET_ADMIN", "hello"]);
+    created
+        .assert_success()
+        .assert_stderr_contains("--privileged has no meaning for a wasm app");
+    // Only the two good creates made containers.
+    assert_eq!(daemon.docker(&["ps", "-aq"]).stdout.lines().count(), 2);
+    // The unversioned path and the docker-py style filter both work.
+    let (status, body) = daemon.http(
+        "GET",
+        "/containers/json?all=True&filters=%7B%22name%22%3A%5B%22web%22%5D%7D",
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"Names\":[\"/web\"]"), "{body}");
+}
+
+/// The venv with docker-py that `.ci/install-packages` makes.
+fn docker_py() -> PathBuf {
+    let python = match std::env::var_os("WRUN_TEST_DOCKER_PY") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/docker-py/bin/python"),
+    };
+    assert!(
+        python.is_file(),
+        "docker-py 7.2 is needed in `{}`: run `.ci/install-packages`, which makes that venv \
+         (or set WRUN_TEST_DOCKER_PY to a python with docker==7.2.0)",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn docker_py_drives_the_daemon() {
+    let python = docker_py();
+    let daemon = Daemon::start();
+    daemon.build("hello", P2.hello);
+    daemon.build("spin", P2.spin);
+    daemon.build("trap", P2.trap);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/docker_py/smoke.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script).env(
+        "DOCKER_HOST",
+        format!("unix://{}", daemon.socket().display()),
+    );
+    let out = run_bounded(cmd);
+    out.assert_success()
+        .assert_stdout_contains("docker-py: all passed");
+}
