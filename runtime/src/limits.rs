@@ -14,6 +14,8 @@
 //! * Host descriptors ([`Limits::max_fds`]): files, directories and sockets
 //!   the guest holds open at once (see `wrun_host_api::fds`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
 
@@ -99,6 +101,9 @@ pub(crate) struct MemoryLimiter {
     used: u64,
     /// The total the guest asked for when a growth was last refused.
     pub(crate) refused: Option<u64>,
+    /// Where `used` is published for readers outside the store (`docker
+    /// stats`), if anyone reads it.
+    gauge: Option<Arc<AtomicU64>>,
 }
 
 impl MemoryLimiter {
@@ -107,7 +112,14 @@ impl MemoryLimiter {
             limit,
             used: 0,
             refused: None,
+            gauge: None,
         }
+    }
+
+    /// Publishes the bytes in use to `gauge` from now on.
+    pub(crate) fn publish_to(&mut self, gauge: Arc<AtomicU64>) {
+        gauge.store(self.used, Ordering::Relaxed);
+        self.gauge = Some(gauge);
     }
 
     fn grow(&mut self, current: u64, desired: u64) -> bool {
@@ -117,6 +129,9 @@ impl MemoryLimiter {
             return false;
         }
         self.used = wanted;
+        if let Some(gauge) = &self.gauge {
+            gauge.store(wanted, Ordering::Relaxed);
+        }
         true
     }
 }

@@ -260,8 +260,8 @@ impl Runtime {
                         });
                     }
                     let mut store = self.new_store(limits, |limiter| ModuleHost { wasi, limiter });
-                    if control.is_some() {
-                        self.yield_at_every_tick(&mut store, limits);
+                    if let Some(control) = control {
+                        self.govern_store(&mut store, limits, control);
                     }
                     let result = self.run_module(&mut store, app, module).await;
                     classify(app, result, store.data().limiter.refused, limits)
@@ -276,8 +276,8 @@ impl Runtime {
                         fs,
                         limiter,
                     });
-                    if control.is_some() {
-                        self.yield_at_every_tick(&mut store, limits);
+                    if let Some(control) = control {
+                        self.govern_store(&mut store, limits, control);
                     }
                     let result = self
                         .run_component(&mut store, app, component, spec.network)
@@ -333,8 +333,18 @@ impl Runtime {
         self.arm_deadlines(store, limits, limits.timeout.is_some());
     }
 
-    /// Makes a governed guest come back to its governor at every tick.
-    fn yield_at_every_tick<T: Send + 'static>(&self, store: &mut Store<T>, limits: &Limits) {
+    /// Makes a governed guest come back to its governor at every tick, and
+    /// publish its memory in use to it.
+    fn govern_store<T: HasLimiter>(
+        &self,
+        store: &mut Store<T>,
+        limits: &Limits,
+        control: &Control,
+    ) {
+        store
+            .data_mut()
+            .limiter()
+            .publish_to(control.memory_gauge());
         self.arm_deadlines(store, limits, true);
     }
 

@@ -48,6 +48,7 @@ pub(super) fn routes() -> Router<Arc<Daemon>> {
         .route("/containers/{id}/rename", post(rename))
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}/logs", get(logs))
+        .route("/containers/{id}/stats", get(stats))
         .route("/containers/{id}/attach", post(attach))
         .route("/containers/{id}/resize", post(|| async { StatusCode::OK }))
         .route("/containers/{id}", delete(remove))
@@ -801,6 +802,127 @@ async fn wait(daemon: DaemonState, Path(id): Path<String>, query: Query) -> ApiR
         Ok::<_, std::io::Error>(bytes::Bytes::from(json))
     });
     let mut response = Body::from_stream(body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// One sample of a container's usage, and of the host's CPU time.
+struct Sample {
+    at: SystemTime,
+    snapshot: Snapshot,
+    host_cpu: u64,
+}
+
+impl Sample {
+    fn take(daemon: &Daemon, id: &str) -> ApiResult<Sample> {
+        Ok(Sample {
+            at: SystemTime::now(),
+            snapshot: daemon.containers.inspect(id)?,
+            host_cpu: host_cpu_nanos(),
+        })
+    }
+
+    fn cpu(&self) -> serde_json::Value {
+        let used = u64::try_from(self.snapshot.cpu_time.as_nanos()).unwrap_or(u64::MAX);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        serde_json::json!({
+            "cpu_usage": {
+                "total_usage": used,
+                "usage_in_usermode": used,
+                "usage_in_kernelmode": 0,
+            },
+            "system_cpu_usage": self.host_cpu,
+            "online_cpus": cpus,
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+        })
+    }
+}
+
+/// The host's CPU time in nanoseconds, all CPUs and modes together (the
+/// first line of `/proc/stat`), as `system_cpu_usage` is.
+fn host_cpu_nanos() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on every Linux ABI wrun builds for.
+    ticks.saturating_mul(10_000_000)
+}
+
+/// Docker's stats document: CPU time against the host's (from which the
+/// CLI computes CPU %), and memory in use against the limit.
+fn stats_json(now: &Sample, before: Option<&Sample>) -> serde_json::Value {
+    let config = &now.snapshot.config;
+    let limit = config.memory.unwrap_or(wrun_runtime::DEFAULT_MEMORY_LIMIT);
+    let zero = serde_json::json!({"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": 0});
+    serde_json::json!({
+        "read": rfc3339(now.at),
+        "preread": before.map_or_else(|| ZERO_TIME.to_owned(), |b| rfc3339(b.at)),
+        "id": now.snapshot.id,
+        "name": format!("/{}", config.name),
+        "pids_stats": {"current": u64::from(now.snapshot.state.status.is_live())},
+        "num_procs": 0,
+        "cpu_stats": now.cpu(),
+        "precpu_stats": before.map_or(zero, Sample::cpu),
+        "memory_stats": {"usage": now.snapshot.memory, "limit": limit, "stats": {}},
+        "blkio_stats": {},
+        "networks": {},
+    })
+}
+
+/// `stats`: with `stream` (the default), a sample a second until the
+/// client goes away; without, one sample, against one taken a second
+/// before unless `one-shot` (as moby).
+async fn stats(daemon: DaemonState, Path(id): Path<String>, query: Query) -> ApiResult<Response> {
+    let stream = query.get("stream").is_none_or(|_| query.flag("stream"));
+    let one_shot = query.flag("one-shot");
+    let first = Sample::take(&daemon, &id)?;
+    let line = |v: serde_json::Value| {
+        let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
+        bytes.push(b'\n');
+        Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))
+    };
+    let body = match (stream, one_shot) {
+        (false, true) => Body::from_stream(futures_util::stream::once(async move {
+            line(stats_json(&first, None))
+        })),
+        (false, false) => Body::from_stream(futures_util::stream::once(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = Sample::take(&daemon, &id).unwrap_or(Sample {
+                at: SystemTime::now(),
+                snapshot: first.snapshot.clone(),
+                host_cpu: host_cpu_nanos(),
+            });
+            line(stats_json(&now, Some(&first)))
+        })),
+        (true, _) => {
+            let samples = futures_util::stream::unfold(Some(first), move |before| {
+                let daemon = daemon.clone();
+                let id = id.clone();
+                async move {
+                    let before = before?;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    // Gone (removed): the stream ends.
+                    let now = Sample::take(&daemon, &id).ok()?;
+                    let json = stats_json(&now, Some(&before));
+                    Some((line(json), Some(now)))
+                }
+            });
+            Body::from_stream(samples)
+        }
+    };
+    let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

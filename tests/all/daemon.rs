@@ -116,11 +116,18 @@ impl Daemon {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .expect("status");
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        (
+            status,
+            if chunked {
+                dechunk(body)
+            } else {
+                body.to_owned()
+            },
+        )
     }
 }
 
@@ -130,6 +137,20 @@ impl Drop for Daemon {
             let _ = self.terminate();
         }
     }
+}
+
+/// The payload of a chunked body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
 }
 
 /// The docker CLI, or a failure saying how to install it.
@@ -269,8 +290,37 @@ fn detached_containers_live_through_ps_logs_pause_stop_and_rm() {
     daemon.docker(&["pause", "busy"]).assert_success();
     let status = daemon.docker(&["ps", "--format", "{{.Status}}"]);
     assert!(status.stdout.contains("(Paused)"), "{status:?}");
+    // A paused guest is never polled: its CPU time stands still.
+    let cpu = || {
+        let (status, body) = daemon.http(
+            "GET",
+            "/v1.47/containers/busy/stats?stream=0&one-shot=1",
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let stats: serde_json::Value = serde_json::from_str(&body).expect("stats JSON");
+        stats["cpu_stats"]["cpu_usage"]["total_usage"]
+            .as_u64()
+            .expect("total_usage")
+    };
+    let paused = cpu();
+    assert!(paused > 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cpu(), paused, "a paused container ran");
+    let stats = daemon.docker(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.MemUsage}}",
+        "busy",
+    ]);
+    assert!(
+        stats.stdout.starts_with("busy ") && stats.stdout.contains("/ 4GiB"),
+        "{stats:?}"
+    );
     // Stopping twice: the second is Docker's 304, which the CLI takes as done.
     daemon.docker(&["unpause", "busy"]).assert_success();
+    eventually("the unpaused container running again", || cpu() > paused);
     daemon
         .docker(&["stop", "busy"])
         .assert_success()

@@ -49,6 +49,8 @@ pub struct Control {
 struct Shared {
     inner: Mutex<Inner>,
     cpu_nanos: AtomicU64,
+    /// Linear memory and tables in use, as the instance's limiter counts.
+    memory: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -118,6 +120,16 @@ impl Control {
     /// The CPU time the instance has used so far.
     pub fn cpu_time(&self) -> Duration {
         Duration::from_nanos(self.shared.cpu_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The bytes of linear memory and tables the instance uses now.
+    pub fn memory(&self) -> u64 {
+        self.shared.memory.load(Ordering::Relaxed)
+    }
+
+    /// Where the instance's limiter publishes its memory in use.
+    pub(crate) fn memory_gauge(&self) -> Arc<AtomicU64> {
+        self.shared.memory.clone()
     }
 
     /// `future` under this governor.

@@ -131,6 +131,8 @@ pub struct Snapshot {
     pub ports: Vec<PublishedPort>,
     /// CPU time its current run has used.
     pub cpu_time: Duration,
+    /// Linear memory and tables its current run uses now, in bytes.
+    pub memory: u64,
     pub dir: PathBuf,
 }
 
@@ -190,6 +192,7 @@ impl Container {
                 .as_ref()
                 .map(|r| r.control.cpu_time())
                 .unwrap_or_default(),
+            memory: run.as_ref().map(|r| r.control.memory()).unwrap_or_default(),
             dir: self.dir.clone(),
         }
     }
