@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A daemon of the test's own.
-struct Daemon {
-    home: tempfile::TempDir,
+/// A daemon of the test's own (also for other test modules).
+pub(crate) struct Daemon {
+    pub(crate) home: tempfile::TempDir,
     xdg: tempfile::TempDir,
     /// For `docker`'s config (so the user's contexts and credentials are
     /// never read).
@@ -21,7 +21,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start() -> Daemon {
+    pub(crate) fn start() -> Daemon {
         let mut daemon = Daemon {
             home: tempdir(),
             xdg: tempdir(),
@@ -32,7 +32,7 @@ impl Daemon {
         daemon
     }
 
-    fn launch(&mut self) {
+    pub(crate) fn launch(&mut self) {
         let running = wrun()
             .home(self.home.path())
             .env("XDG_RUNTIME_DIR", self.xdg.path())
@@ -42,12 +42,12 @@ impl Daemon {
         self.process = Some(running);
     }
 
-    fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.xdg.path().join("wrun/wrun.sock")
     }
 
     /// Kills the daemon with SIGKILL, as a crash would.
-    fn crash(&mut self) {
+    pub(crate) fn crash(&mut self) {
         let running = self.process.take().expect("running");
         rustix::process::kill_process(
             rustix::process::Pid::from_raw(running.pid() as i32).expect("pid"),
@@ -58,7 +58,7 @@ impl Daemon {
     }
 
     /// Stops the daemon as a service manager would (SIGTERM).
-    fn terminate(&mut self) -> Output {
+    pub(crate) fn terminate(&mut self) -> Output {
         let running = self.process.take().expect("running");
         rustix::process::kill_process(
             rustix::process::Pid::from_raw(running.pid() as i32).expect("pid"),
@@ -69,7 +69,7 @@ impl Daemon {
     }
 
     /// `wrun build -t NAME APP` into the daemon's store.
-    fn build(&self, name: &str, app: &str) {
+    pub(crate) fn build(&self, name: &str, app: &str) {
         wrun()
             .home(self.home.path())
             .args(["build", "-t", name, app])
@@ -79,12 +79,12 @@ impl Daemon {
 
     /// Runs the docker CLI against this daemon.
     #[track_caller]
-    fn docker(&self, args: &[&str]) -> Output {
+    pub(crate) fn docker(&self, args: &[&str]) -> Output {
         self.docker_env(args, &[])
     }
 
     #[track_caller]
-    fn docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(docker_cli());
         cmd.args(args)
             .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
@@ -98,7 +98,7 @@ impl Daemon {
     }
 
     /// One HTTP/1.1 request on the socket; returns the status and body.
-    fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+    pub(crate) fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         let mut stream = UnixStream::connect(self.socket()).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
@@ -168,7 +168,7 @@ fn docker_cli() -> PathBuf {
 
 /// Runs `cmd` to its end (at most 120 s), collecting its output.
 #[track_caller]
-fn run_bounded(mut cmd: Command) -> Output {
+pub(crate) fn run_bounded(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -208,7 +208,7 @@ fn run_bounded(mut cmd: Command) -> Output {
 
 /// Polls `check` (up to 60 s) until it holds.
 #[track_caller]
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !check() {
         assert!(Instant::now() < deadline, "{what}: not within 60 s");
@@ -582,7 +582,7 @@ fn bad_requests_get_dockers_errors_and_change_nothing() {
 }
 
 /// The venv with docker-py that `.ci/install-packages` makes.
-fn docker_py() -> PathBuf {
+pub(crate) fn docker_py() -> PathBuf {
     let python = match std::env::var_os("WRUN_TEST_DOCKER_PY") {
         Some(path) => PathBuf::from(path),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/docker-py/bin/python"),
