@@ -340,3 +340,150 @@ pub(crate) type DaemonState = State<Arc<Daemon>>;
 pub(crate) fn empty(status: StatusCode) -> Response {
     (status, Body::empty()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, Request};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    use wrun_host_api::net::NetworkStore;
+    use wrun_runtime::container::{Services, Volumes};
+
+    /// A daemon over an empty `$WRUN_HOME`, its guests on the test's runtime.
+    fn daemon(home: &std::path::Path) -> Arc<Daemon> {
+        let runtime = wrun_runtime::Runtime::new(wrun_runtime::RuntimeConfig::default()).unwrap();
+        let images = ImageStore::open(home).unwrap();
+        let services = Services {
+            runtime: Arc::new(runtime),
+            images: images.clone(),
+            volumes: Volumes::new(home),
+            networks: NetworkStore::new(home, &home.join("run")),
+            runtime_dir: home.join("run"),
+            guests: tokio::runtime::Handle::current(),
+        };
+        Arc::new(Daemon {
+            containers: Containers::open(home, services).unwrap(),
+            images,
+            home: home.to_owned(),
+            started: SystemTime::now(),
+        })
+    }
+
+    async fn call(method: &str, uri: &str, body: &str) -> (StatusCode, HeaderMap, String) {
+        let home = tempfile::tempdir().unwrap();
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = router(daemon(home.path())).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+
+    #[tokio::test]
+    async fn ping_carries_the_version_clients_negotiate_with() {
+        for method in ["GET", "HEAD"] {
+            let (status, headers, _) = call(method, "/_ping", "").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(headers["api-version"], API_VERSION);
+            assert_eq!(headers["ostype"], "linux");
+        }
+        let (_, _, body) = call("GET", "/v1.24/_ping", "").await;
+        assert_eq!(body, "OK");
+    }
+
+    #[tokio::test]
+    async fn versions_outside_the_range_are_refused_as_dockerd_does() {
+        let (status, _, body) = call("GET", "/version", "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("\"ApiVersion\":\"1.47\""), "{body}");
+        let (status, _, body) = call("GET", "/v1.48/version", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("client version 1.48 is too new"), "{body}");
+        let (status, headers, body) = call("GET", "/v1.23/info", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("client version 1.23 is too old"), "{body}");
+        // Errors carry Docker's headers too.
+        assert_eq!(headers["api-version"], API_VERSION);
+        let (status, _, body) = call("GET", "/v1.47/nothing", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, r#"{"message":"page not found"}"#);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_and_queries_are_named() {
+        let (status, _, body) = call("POST", "/containers/create", "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("invalid JSON in the request body"), "{body}");
+        let (status, _, body) = call("POST", "/containers/create", r#"{"Image":"ghost"}"#).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("No such image: ghost"), "{body}");
+        let (status, _, body) = call("POST", "/containers/create", "{}").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("Image is required"), "{body}");
+        let (status, _, body) = call(
+            "GET",
+            "/containers/json?filters=%7B%22color%22%3A%5B%22red%22%5D%7D",
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("invalid filter 'color'"), "{body}");
+        let (status, _, body) = call("GET", "/containers/json?filters=%5B1%5D", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("expected a JSON object"), "{body}");
+        let (status, _, body) = call("GET", "/containers/json?limit=many", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("`many`"), "{body}");
+        let (status, _, body) = call("POST", "/containers/ghost/wait", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("No such container: ghost"), "{body}");
+        let (status, _, _) = call(
+            "GET",
+            "/containers/json?all=True&filters=%7B%22status%22%3A%7B%22exited%22%3Atrue%7D%7D",
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[test]
+    fn filters_come_in_both_encodings() {
+        let parse = |text: &str| {
+            let uri: Uri = format!("/x?filters={}", urlencode(text)).parse().unwrap();
+            Filters::parse(&Query::parse(&uri).unwrap()).unwrap()
+        };
+        let cli = parse(r#"{"label":{"a=b":true,"c":true},"status":{"running":true}}"#);
+        let py = parse(r#"{"label":["a=b","c"],"status":["running"]}"#);
+        for filters in [cli, py] {
+            let mut labels = filters.get("label").unwrap().to_vec();
+            labels.sort();
+            assert_eq!(labels, ["a=b", "c"]);
+            let all = HashMap::from([("a", "b"), ("c", "")]);
+            assert!(labels_match(&filters, |k| all.get(k).copied()));
+            let some = HashMap::from([("a", "b")]);
+            assert!(!labels_match(&filters, |k| some.get(k).copied()));
+        }
+    }
+
+    fn urlencode(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+}

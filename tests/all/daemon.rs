@@ -42,6 +42,14 @@ impl Daemon {
         self.process = Some(running);
     }
 
+    /// The descriptors the daemon process holds now.
+    pub(crate) fn open_fds(&self) -> usize {
+        let pid = self.process.as_ref().expect("running").pid();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("the daemon's fds")
+            .count()
+    }
+
     pub(crate) fn socket(&self) -> PathBuf {
         self.xdg.path().join("wrun/wrun.sock")
     }
@@ -579,6 +587,109 @@ fn bad_requests_get_dockers_errors_and_change_nothing() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"Names\":[\"/web\"]"), "{body}");
+}
+
+#[test]
+fn a_hundred_concurrent_containers_leave_nothing_behind() {
+    let daemon = Daemon::start();
+    daemon.build("echo", P2.echo_server);
+    daemon.build("hello", P2.hello);
+    // One round first, so that the app is compiled and the pools are warm.
+    daemon.docker(&["run", "--rm", "hello"]).assert_success();
+    let fds = daemon.open_fds();
+    std::thread::scope(|scope| {
+        for worker in 0..10 {
+            let daemon = &daemon;
+            scope.spawn(move || {
+                for i in 0..10 {
+                    let name = format!("c{worker}x{i}");
+                    let body = r#"{"Image":"echo","HostConfig":{"PortBindings":{"80/tcp":[{"HostIp":"127.0.0.1","HostPort":""}]}}}"#;
+                    let (status, reply) =
+                        daemon.http("POST", &format!("/v1.47/containers/create?name={name}"), body);
+                    assert_eq!(status, 201, "{reply}");
+                    let (status, reply) =
+                        daemon.http("POST", &format!("/v1.47/containers/{name}/start"), "");
+                    assert_eq!(status, 204, "{reply}");
+                    let (status, reply) =
+                        daemon.http("DELETE", &format!("/v1.47/containers/{name}?force=1"), "");
+                    assert_eq!(status, 204, "{reply}");
+                }
+            });
+        }
+    });
+    assert!(daemon.docker(&["ps", "-aq"]).stdout.trim().is_empty());
+    assert!(
+        !daemon
+            .home
+            .path()
+            .join("containers")
+            .read_dir()
+            .unwrap()
+            .any(|_| true)
+    );
+    // Every listener, log and socket of the 100 is closed again (a few
+    // may linger as the last connections wind down).
+    eventually("the daemon's descriptors back to where they were", || {
+        daemon.open_fds() <= fds + 2
+    });
+}
+
+#[test]
+fn a_trapping_container_ends_alone_and_a_flood_of_logs_stays_bounded() {
+    let daemon = Daemon::start();
+    daemon.build("spin", P2.spin);
+    daemon.build("trap", P2.trap);
+    daemon.build("flood", P2.flood);
+    daemon
+        .docker(&["run", "-d", "--name", "busy", "spin"])
+        .assert_success();
+    daemon.docker(&["run", "--rm", "trap"]).assert_code(134);
+    let state = daemon.docker(&["inspect", "-f", "{{.State.Status}}", "busy"]);
+    assert_eq!(state.stdout.trim(), "running", "{state:?}");
+    // 8 MiB of output into a log of at most 2 files of 256 KiB.
+    daemon
+        .docker(&[
+            "run",
+            "--name",
+            "flood",
+            "--log-opt",
+            "max-size=256k",
+            "--log-opt",
+            "max-file=2",
+            "flood",
+            "8",
+        ])
+        .assert_success();
+    let id = daemon.docker(&["inspect", "-f", "{{.Id}}", "flood"]);
+    let dir = daemon.home.path().join("containers").join(id.stdout.trim());
+    let mut logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("container.log"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    logs.sort();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert!(logs.iter().all(|(_, size)| *size <= 256 << 10), "{logs:?}");
+    let tail = daemon.docker(&["logs", "--tail", "2", "flood"]);
+    assert_eq!(tail.stdout.lines().count(), 2, "{tail:?}");
+    // The last line is cut where the app stopped writing (8 MiB is not a
+    // whole number of lines); the one before is whole.
+    let full = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+";
+    assert_eq!(tail.stdout.lines().next(), Some(full), "{tail:?}");
+    assert!(
+        full.starts_with(tail.stdout.lines().nth(1).unwrap_or("?")),
+        "{tail:?}"
+    );
+    daemon
+        .docker(&["run", "--rm", "--log-opt", "max-size=ten", "flood", "1"])
+        .assert_code(125)
+        .assert_stderr_contains("max-size=ten");
 }
 
 /// The venv with docker-py that `.ci/install-packages` makes.
