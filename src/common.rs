@@ -67,6 +67,13 @@ pub struct RunOptions {
     #[arg(long = "cpu-time", value_name = "DURATION", value_parser = parse_duration)]
     pub cpu_time: Option<Duration>,
 
+    /// CPU quota: the app gets at most this many cores' worth of CPU time
+    /// over every 100 ms period, e.g. `0.5`, `2` (as Docker's --cpus and the
+    /// cgroup CPU controller); it is held back for the rest of a period once
+    /// its share is spent. [default: no limit]
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+
     /// A resource limit, as Docker spells it: `nofile=N` (or `nofile=SOFT:HARD`,
     /// of which the guest gets SOFT: it cannot raise its own limit) bounds the
     /// host descriptors the app holds at once: files and directories it opens,
@@ -353,6 +360,17 @@ pub(crate) fn parse_memory(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    let max = wrun_runtime::container::MAX_CPUS;
+    match s.trim().parse::<f64>() {
+        Ok(cpus) if cpus > 0.0 && cpus <= max => Ok(cpus),
+        _ => Err(format!(
+            "`{}` is not a number of CPUs above 0 and at most {max}, like `0.5` or `2`",
+            input::excerpt(s)
+        )),
+    }
+}
+
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| {
         format!(
@@ -417,6 +435,20 @@ fn parse_name(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_owned())
+}
+
+/// Writes `bytes` to `path`, readable and writable by this user only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .with_context(|| format!("failed to write `{}`", path.display()))
 }
 
 /// Waits for SIGTERM or SIGINT and names it.

@@ -205,6 +205,20 @@ impl Runtime {
         self.run_with(app, spec, net, limits, |_| {}).await
     }
 
+    /// [`Runtime::run`] under `control`: held to its CPU quota, and paused
+    /// or killed through it (see [`Control`]).
+    pub async fn run_controlled(
+        &self,
+        app: &App,
+        spec: &WasiSpec,
+        net: Namespace,
+        limits: &Limits,
+        control: &Control,
+    ) -> Result<i32, RunError> {
+        self.run_governed(app, spec, net, limits, |_| {}, Some(control))
+            .await
+    }
+
     /// [`Runtime::run`], with `configure` adjusting the WASI context last
     /// (e.g. to connect stdin and stdout to pipes).
     pub(crate) async fn run_with(

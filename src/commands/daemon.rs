@@ -15,7 +15,8 @@ use wrun_runtime::container::{Containers, Services, Volumes};
 /// Run the daemon: containers with a lifecycle (run -d, ps, logs, stop,
 /// restart policies), managed through the Docker Engine API (1.24-1.47).
 ///
-/// It listens on a Unix socket, mode 0600, in a directory this user owns
+/// It listens on a Unix socket, mode 0600 (its process id in `wrun.pid`
+/// beside it), in a directory this user owns
 /// and others cannot enter (it refuses to start otherwise, naming the
 /// path). Point Docker clients at it with
 /// `DOCKER_HOST=unix://$XDG_RUNTIME_DIR/wrun/wrun.sock`.
@@ -94,6 +95,13 @@ impl DaemonCommand {
             .context("failed to start the async runtime")?;
         api.block_on(async {
             let listener = bind(&socket)?;
+            // Beside the socket, as dockerd's docker.pid: for whoever must
+            // signal the daemon (a service manager, a test).
+            let pid_file = socket.with_extension("pid");
+            crate::common::write_private(
+                &pid_file,
+                format!("{}\n", std::process::id()).as_bytes(),
+            )?;
             let containers = {
                 let _guard = guests.enter();
                 Containers::open(&home, services)?
@@ -121,6 +129,7 @@ impl DaemonCommand {
             // Streams still open (logs -f, attach) end with their containers.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
             let _ = std::fs::remove_file(&socket);
+            let _ = std::fs::remove_file(&pid_file);
             anyhow::Ok(())
         })?;
         guests.shutdown_timeout(std::time::Duration::from_secs(5));

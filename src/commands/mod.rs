@@ -1,4 +1,5 @@
 pub mod build;
+pub mod client;
 pub mod compile;
 pub mod daemon;
 pub mod image;

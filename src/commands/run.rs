@@ -2,11 +2,12 @@
 
 use crate::common::{PullPolicy, RunOptions, guest_argv, image_store, runtime};
 use anyhow::{Context as _, bail};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use wrun_host_api::fds::FdBudget;
 use wrun_host_api::net::Namespace;
-use wrun_runtime::container::ContainerSpec;
+use wrun_runtime::container::{ContainerSpec, Control, RestartPolicy};
 use wrun_runtime::image::{Image, ImageEntry, ImageError, ImageRef, ImageStore, LockGuard};
 use wrun_runtime::{App, Lookup, Runtime, SourceKind};
 
@@ -43,6 +44,24 @@ pub struct RunCommand {
     )]
     pub args: Vec<OsString>,
 
+    /// Run the app as a container of the wrun daemon, in the background,
+    /// and print its ID; manage it with `wrun ps`, `wrun logs`, `wrun stop`
+    /// (or any Docker client). When no daemon listens on the default
+    /// socket, one is started (its log: $WRUN_HOME/daemon.log).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+
+    /// With -d: remove the container when it exits. (A run in the
+    /// foreground leaves nothing behind anyway.)
+    #[arg(long)]
+    pub rm: bool,
+
+    /// With -d: when the daemon starts the app again after it exits: `no`,
+    /// `on-failure[:N]` (a non-zero exit, at most N times in a row),
+    /// `always`, `unless-stopped`; Docker's back-off. [default: no]
+    #[arg(long, value_name = "POLICY", value_parser = RestartPolicy::parse)]
+    pub restart: Option<RestartPolicy>,
+
     /// Spelled `wrun APP`: APP is a file or a local image, pulled only with
     /// `--pull always` (a mistyped subcommand must not go to a registry).
     #[arg(skip)]
@@ -76,6 +95,9 @@ impl From<ShorthandCommand> for RunCommand {
             options: s.options,
             app: s.app,
             args: s.args,
+            detach: false,
+            rm: false,
+            restart: None,
             shorthand: true,
         }
     }
@@ -96,6 +118,12 @@ impl RunCommand {
     /// Runs the app; returns the process exit code (the guest's own, when it
     /// ran to an exit).
     pub fn execute(self) -> anyhow::Result<i32> {
+        if self.detach {
+            return self.run_detached();
+        }
+        if let Some(policy) = self.restart {
+            bail!("--restart {policy} applies to containers of the daemon: add -d");
+        }
         match Target::of(&self.app, &self.options, self.shorthand)? {
             Target::File => self.run_file(),
             // The mark keeps prune from removing the image while it runs.
@@ -189,7 +217,15 @@ impl RunCommand {
                     port.mapping.protocol
                 );
             }
-            Ok(runtime.run(&app, spec, net, &limits).await?)
+            Ok(match self.options.cpus {
+                Some(cpus) => {
+                    let control = Control::new(Some(cpus));
+                    runtime
+                        .run_controlled(&app, spec, net, &limits, &control)
+                        .await?
+                }
+                None => runtime.run(&app, spec, net, &limits).await?,
+            })
         })
     }
 }
@@ -287,5 +323,137 @@ impl Target {
         let in_use = store.mark_in_use(&entry.descriptor.digest)?;
         let image = Image::load(&store, entry)?;
         Ok(Target::Image(store, Box::new(image), in_use))
+    }
+}
+
+impl RunCommand {
+    /// `-d`: the flags as a Docker create request to the daemon (which
+    /// decides everything else, as for any Docker client), then start.
+    fn run_detached(self) -> anyhow::Result<i32> {
+        use bollard::container::{Config, CreateContainerOptions};
+        use bollard::models::{HostConfig, PortBinding, ResourcesUlimits, RestartPolicy as Policy};
+        let o = &self.options;
+        let unsupported = [
+            (o.timeout.is_some(), "--timeout"),
+            (o.cpu_time.is_some(), "--cpu-time"),
+            (!o.allow_outbound.is_empty(), "--allow-outbound"),
+            (o.allow_precompiled, "--allow-precompiled"),
+            (o.interactive, "-i"),
+        ];
+        if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
+            bail!("{flag} is not supported with -d yet: run the app in the foreground");
+        }
+        if o.networks.len() > 1 || o.networks.iter().any(|n| n == "host") {
+            bail!("with -d, give at most one --network, and not `host`");
+        }
+        // What the app is: an image the daemon finds by name (pulled here
+        // first if the policy says so), or a file it reads by absolute path.
+        let image = match Target::of(&self.app, o, self.shorthand)? {
+            Target::File => std::path::absolute(&self.app)
+                .with_context(|| format!("invalid app path `{}`", self.app.display()))?
+                .display()
+                .to_string(),
+            Target::Image(..) => self.app.display().to_string(),
+        };
+        let args = match self.args.is_empty() {
+            true => None,
+            false => Some(guest_argv(&self.app, &self.args)?.split_off(1)),
+        };
+        let overrides = o.overrides(args)?;
+        let mut binds = Vec::new();
+        for volume in &overrides.volumes {
+            let host = std::path::absolute(&volume.host)
+                .with_context(|| format!("invalid volume source `{}`", volume.host.display()))?;
+            let mode = match volume.access {
+                wrun_host_api::Access::ReadOnly => "ro",
+                wrun_host_api::Access::ReadWrite => "rw",
+            };
+            binds.push(format!("{}:{}:{mode}", host.display(), volume.guest));
+        }
+        let mut ports: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for mapping in o.publish.iter().flatten() {
+            let binding = PortBinding {
+                host_ip: Some(mapping.host_ip.to_string()),
+                host_port: Some(match mapping.host_port {
+                    0 => String::new(),
+                    port => port.to_string(),
+                }),
+            };
+            ports
+                .entry(format!("{}/{}", mapping.guest_port, mapping.protocol))
+                .or_default()
+                .get_or_insert_with(Vec::new)
+                .push(binding);
+        }
+        let restart = self.restart.unwrap_or_default();
+        let host_config = HostConfig {
+            binds: Some(binds),
+            port_bindings: Some(ports),
+            publish_all_ports: Some(o.publish_all),
+            memory: o.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            nano_cpus: o.cpus.map(|c| (c * 1e9) as i64),
+            ulimits: o.ulimits.last().map(|&n| {
+                vec![ResourcesUlimits {
+                    name: Some("nofile".to_owned()),
+                    soft: Some(n as i64),
+                    hard: Some(n as i64),
+                }]
+            }),
+            restart_policy: Some(Policy {
+                name: Some(restart_name(restart)),
+                maximum_retry_count: Some(i64::from(restart.max_retries())),
+            }),
+            auto_remove: Some(self.rm),
+            network_mode: o.networks.first().cloned(),
+            ..HostConfig::default()
+        };
+        let config = Config {
+            image: Some(image),
+            cmd: overrides.args,
+            env: Some(
+                overrides
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            ),
+            working_dir: overrides.workdir,
+            host_config: Some(host_config),
+            ..Config::default()
+        };
+        let options = o.name.clone().map(|name| CreateContainerOptions {
+            name,
+            platform: None,
+        });
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("failed to start the async runtime")?;
+        tokio.block_on(async {
+            let docker = super::client::connect_or_start().await?;
+            let created = docker
+                .create_container(options, config)
+                .await
+                .map_err(super::client::daemon_error)?;
+            for warning in &created.warnings {
+                eprintln!("wrun: warning: {warning}");
+            }
+            docker
+                .start_container::<String>(&created.id, None)
+                .await
+                .map_err(super::client::daemon_error)?;
+            println!("{}", created.id);
+            Ok(0)
+        })
+    }
+}
+
+fn restart_name(policy: RestartPolicy) -> bollard::models::RestartPolicyNameEnum {
+    use bollard::models::RestartPolicyNameEnum as Name;
+    match policy {
+        RestartPolicy::No => Name::NO,
+        RestartPolicy::OnFailure { .. } => Name::ON_FAILURE,
+        RestartPolicy::Always => Name::ALWAYS,
+        RestartPolicy::UnlessStopped => Name::UNLESS_STOPPED,
     }
 }

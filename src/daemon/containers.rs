@@ -98,13 +98,18 @@ fn translate(name: String, body: CreateBody) -> ApiResult<(ContainerConfig, Vec<
         .filter(|i| !i.is_empty())
         .ok_or_else(|| ApiError::bad_request("config.Image is required: no image was given"))?;
     let mut warnings = Vec::new();
-    let mut config = ContainerConfig::new(
-        name,
-        Origin::Image {
+    // An absolute path names an app file (what `wrun run -d app.wasm`
+    // sends); anything else an image.
+    let origin = match image.starts_with('/') {
+        true => Origin::File {
+            path: PathBuf::from(image),
+        },
+        false => Origin::Image {
             reference: image,
             digest: String::new(),
         },
-    );
+    };
+    let mut config = ContainerConfig::new(name, origin);
     config.args = docker.cmd.clone();
     if let Some(entrypoint) = docker.entrypoint.as_ref().filter(|e| !e.is_empty()) {
         warnings.push(format!(

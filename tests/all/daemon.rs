@@ -692,6 +692,84 @@ fn a_trapping_container_ends_alone_and_a_flood_of_logs_stays_bounded() {
         .assert_stderr_contains("max-size=ten");
 }
 
+/// Kills a daemon the test did not start itself, should the test fail
+/// before it stops it.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Only when failing: a daemon that was stopped may have left its
+        // pid to another process.
+        if std::thread::panicking()
+            && let Some(pid) = rustix::process::Pid::from_raw(self.0)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+#[test]
+fn wrun_run_d_starts_a_daemon_once_and_runs_a_container_in_it() {
+    let home = tempdir();
+    let xdg = tempdir();
+    let run_d = |args: &[&str]| {
+        wrun()
+            .home(home.path())
+            .env("XDG_RUNTIME_DIR", xdg.path())
+            .args(["run", "-d"])
+            .args(args)
+            .run()
+    };
+    let first = run_d(&["--name", "spinner", "--cpus", "0.5", P2.spin]);
+    first
+        .assert_success()
+        .assert_stderr_contains("wrun: started a wrun daemon on unix://");
+    assert_eq!(first.stdout.trim().len(), 64, "{first:?}");
+    let log = home.path().join("daemon.log");
+    let second = run_d(&["--restart", "on-failure:1", P2.hello]);
+    second.assert_success();
+    assert!(!second.stderr.contains("started"), "{second:?}");
+    let socket = xdg.path().join("wrun/wrun.sock");
+    let pid_file = xdg.path().join("wrun/wrun.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the daemon's pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let _reaper = KillOnDrop(pid);
+    // Any Docker client sees what `wrun run -d` made.
+    let docker_config = tempdir();
+    let ps = |args: &[&str]| {
+        let mut cmd = Command::new(docker_cli());
+        cmd.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .env("DOCKER_CONFIG", docker_config.path());
+        run_bounded(cmd)
+    };
+    let listed = ps(&["ps", "--format", "{{.Names}} {{.State}}"]);
+    assert!(listed.stdout.contains("spinner running"), "{listed:?}");
+    let cpus = ps(&["inspect", "-f", "{{.HostConfig.NanoCpus}}", "spinner"]);
+    assert_eq!(cpus.stdout.trim(), "500000000", "{cpus:?}");
+    // Flags the daemon cannot honour yet are refused, not dropped.
+    run_d(&["--timeout", "1s", P2.hello])
+        .assert_code(125)
+        .assert_stderr_contains("--timeout is not supported with -d");
+    wrun()
+        .home(home.path())
+        .args(["run", "--restart", "always", P2.hello])
+        .run()
+        .assert_code(125)
+        .assert_stderr_contains("add -d");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).expect("pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("signal the daemon");
+    eventually("the daemon gone", || !socket.exists() && !pid_file.exists());
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("wrun daemon: stopped"), "{log}");
+}
+
 /// The venv with docker-py that `.ci/install-packages` makes.
 pub(crate) fn docker_py() -> PathBuf {
     let python = match std::env::var_os("WRUN_TEST_DOCKER_PY") {
