@@ -42,6 +42,15 @@ impl Daemon {
         self.process = Some(running);
     }
 
+    /// No container is listed, and none left a directory behind.
+    #[track_caller]
+    pub(crate) fn assert_no_containers(&self) {
+        let listed = self.docker(&["ps", "-aq"]);
+        assert!(listed.stdout.trim().is_empty(), "{listed:?}");
+        let dirs = self.home.path().join("containers").read_dir().unwrap();
+        assert_eq!(dirs.count(), 0, "container directories left");
+    }
+
     /// The descriptors the daemon process holds now.
     pub(crate) fn open_fds(&self) -> usize {
         let pid = self.process.as_ref().expect("running").pid();
@@ -381,16 +390,7 @@ fn detached_containers_live_through_ps_logs_pause_stop_and_rm() {
         .assert_code(1)
         .assert_stderr_contains("No such container: spinner");
     daemon.docker(&["rm", "-f", "spinner"]).assert_success();
-    assert!(daemon.docker(&["ps", "-aq"]).stdout.trim().is_empty());
-    assert!(
-        !daemon
-            .home
-            .path()
-            .join("containers")
-            .read_dir()
-            .unwrap()
-            .any(|_| true)
-    );
+    daemon.assert_no_containers();
 }
 
 #[test]
@@ -617,16 +617,7 @@ fn a_hundred_concurrent_containers_leave_nothing_behind() {
             });
         }
     });
-    assert!(daemon.docker(&["ps", "-aq"]).stdout.trim().is_empty());
-    assert!(
-        !daemon
-            .home
-            .path()
-            .join("containers")
-            .read_dir()
-            .unwrap()
-            .any(|_| true)
-    );
+    daemon.assert_no_containers();
     // Every listener, log and socket of the 100 is closed again (a few
     // may linger as the last connections wind down).
     eventually("the daemon's descriptors back to where they were", || {
