@@ -1,6 +1,7 @@
 pub mod build;
 pub mod client;
 pub mod compile;
+pub mod container;
 pub mod daemon;
 pub mod image;
 pub mod network;

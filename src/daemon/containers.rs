@@ -358,8 +358,9 @@ fn parse_binding(port: &str, binding: &PortBinding) -> ApiResult<Vec<PortMapping
 }
 
 async fn list(daemon: DaemonState, query: Query) -> ApiResult<axum::Json<Vec<ContainerSummary>>> {
-    let all = query.flag("all");
     let limit = query.number::<i64>("limit")?.filter(|&l| l > 0);
+    // As moby: a limit counts containers in every state.
+    let all = query.flag("all") || limit.is_some();
     let filters = Filters::parse(&query)?;
     filters.only(&["status", "name", "id", "label", "ancestor", "exited"])?;
     if let Some(statuses) = filters.get("status") {
@@ -399,13 +400,24 @@ fn matches_filters(snapshot: &Snapshot, filters: &Filters) -> bool {
             .is_none_or(|values| values.iter().any(|v| test(v)))
     };
     any("status", &|s| s == snapshot.state.status.as_str())
-        && any("name", &|n| config.name.contains(n.trim_start_matches('/')))
+        && any("name", &|n| name_matches(n, &config.name))
         && any("id", &|id| snapshot.id.starts_with(id))
         && any("ancestor", &|a| config.image_name() == a)
         && any("exited", &|code| {
             snapshot.state.status == Status::Exited && code.parse() == Ok(snapshot.state.exit_code)
         })
         && labels_match(filters, |key| config.labels.get(key).map(String::as_str))
+}
+
+/// moby's `name` filter: a regular expression against the name with its
+/// leading `/` (so `^/web$` and `web` both find `web`); one that does not
+/// compile matches as plain text.
+fn name_matches(filter: &str, name: &str) -> bool {
+    let full = format!("/{name}");
+    match regex::RegexBuilder::new(filter).size_limit(1 << 20).build() {
+        Ok(re) => re.is_match(&full) || re.is_match(name),
+        Err(_) => full.contains(filter),
+    }
 }
 
 /// The app's command line, as `docker ps` shows it.
@@ -705,10 +717,11 @@ async fn stop(daemon: DaemonState, Path(id): Path<String>, query: Query) -> ApiR
     // `t` is accepted and has no effect: a wasm app has no signal handler
     // that could use the grace period (see `container::SIGTERM`).
     let _grace = query.number::<i64>("t")?;
-    if let Some(signal) = query.get("signal").filter(|s| !s.is_empty()) {
-        parse_signal(signal)?;
-    }
-    daemon.containers.stop(&id).await?;
+    let signal = match query.get("signal").filter(|s| !s.is_empty()) {
+        Some(signal) => parse_signal(signal)?,
+        None => wrun_runtime::container::SIGTERM,
+    };
+    daemon.containers.stop(&id, signal).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod crash;
 mod daemon;
+mod daemon_cli;
 mod env;
 mod images;
 mod inputs;

@@ -827,11 +827,12 @@ impl Containers {
         })
     }
 
-    /// Stops a running container (see [`SIGTERM`]); waits until it has.
-    pub async fn stop(&self, key: &str) -> Result<(), ContainerError> {
+    /// Stops a running container with `signal` ([`SIGTERM`] unless the
+    /// client names one, as `docker stop -s`); waits until it has.
+    pub async fn stop(&self, key: &str, signal: i32) -> Result<(), ContainerError> {
         let container = self.get(key)?;
         let _lifecycle = container.lifecycle.lock().await;
-        self.stop_locked(&container, SIGTERM).await
+        self.stop_locked(&container, signal).await
     }
 
     async fn stop_locked(
