@@ -12,6 +12,7 @@ mod containers;
 mod images;
 mod streams;
 mod system;
+mod volumes;
 
 use axum::Router;
 use axum::body::Body;
@@ -50,6 +51,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(system::routes())
         .merge(containers::routes())
         .merge(images::routes())
+        .merge(volumes::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
         .with_state(daemon.clone())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
@@ -165,6 +167,7 @@ impl From<wrun_runtime::container::ContainerError> for ApiError {
             E::Volume(wrun_runtime::container::VolumeError::NotFound(_)) => StatusCode::NOT_FOUND,
             E::NameInUse { .. } | E::Conflict { .. } => StatusCode::CONFLICT,
             E::Volume(wrun_runtime::container::VolumeError::Exists(_)) => StatusCode::CONFLICT,
+            E::Volume(wrun_runtime::container::VolumeError::InUse { .. }) => StatusCode::CONFLICT,
             E::Unchanged(..) => StatusCode::NOT_MODIFIED,
             E::InvalidName(_) | E::Invalid(_) => StatusCode::BAD_REQUEST,
             E::Volume(wrun_runtime::container::VolumeError::InvalidName(_)) => {
@@ -388,7 +391,6 @@ mod tests {
             String::from_utf8_lossy(&bytes).into_owned(),
         )
     }
-
 
     #[tokio::test]
     async fn ping_carries_the_version_clients_negotiate_with() {

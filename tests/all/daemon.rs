@@ -572,6 +572,31 @@ fn bad_requests_get_dockers_errors_and_change_nothing() {
     assert_eq!(status, 400);
     let (status, body) = daemon.http("POST", "/v1.47/containers/web/exec", "{}");
     assert_eq!(status, 501, "{body}");
+    // A bad volume is refused at create, by name, and `--rm` leaves
+    // nothing behind (the CLI waits for the removal).
+    daemon
+        .docker(&["run", "--rm", "-v", "_x:/data", "hello"])
+        .assert_code(125)
+        .assert_stderr_contains("invalid volume name `_x`");
+    daemon
+        .docker(&["run", "--rm", "-v", "anonymous-1:/data", "hello"])
+        .assert_code(125)
+        .assert_stderr_contains("not starting with `anonymous-`");
+    // A start that fails (the app file is gone) under --rm: exit 125 and
+    // the container removed, not a hung client.
+    let gone = tempdir();
+    let app = crate::support::copy_app(P2.hello, gone.path(), "hello.wasm");
+    let body = format!(
+        r#"{{"Image":"{}","HostConfig":{{"AutoRemove":true}}}}"#,
+        app.display()
+    );
+    let (status, created) = daemon.http("POST", "/v1.47/containers/create?name=vanishing", &body);
+    assert_eq!(status, 201, "{created}");
+    drop(gone);
+    let (status, body) = daemon.http("POST", "/v1.47/containers/vanishing/start", "");
+    assert_eq!(status, 500, "{body}");
+    let (status, _) = daemon.http("GET", "/v1.47/containers/vanishing/json", "");
+    assert_eq!(status, 404);
     // Ignored, and said so: the CLI prints the warnings.
     let created = daemon.docker(&["create", "--privileged", "--cap-add", "NET_ADMIN", "hello"]);
     created

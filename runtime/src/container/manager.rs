@@ -424,6 +424,15 @@ impl Containers {
             *digest = entry.descriptor.digest.to_string();
         }
         check_config(&config)?;
+        // Named volumes exist from create on, as Docker's.
+        for mount in &config.mounts {
+            if let MountSource::Volume(name) = &mount.source {
+                self.shared
+                    .services
+                    .volumes
+                    .create(name, Default::default(), false, true)?;
+            }
+        }
         let id = new_id();
         let image = self.mark_image(&config.origin)?;
         let mut table = lock(&self.shared.table);
@@ -529,6 +538,20 @@ impl Containers {
                 container.update(|s| {
                     s.exited(SystemTime::now(), code, Some(message.clone()), false);
                 });
+                container.progress.send_modify(|p| {
+                    p.exits += 1;
+                    p.outcome = Some(WaitOutcome {
+                        exit_code: code,
+                        error: Some(message.clone()),
+                    });
+                });
+                // `--rm`: a container that could not start goes too (the
+                // CLI waits for its removal).
+                if lock(&container.config).auto_remove
+                    && let Err(removal) = self.remove_locked(container)
+                {
+                    tracing::warn!(container = %container.id, "could not remove: {removal}");
+                }
                 return Err(e);
             }
         };

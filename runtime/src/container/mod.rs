@@ -25,4 +25,4 @@ pub use manager::{
 pub use restart::{Backoff, RestartPolicy};
 pub use spec::{ContainerSpec, Overrides};
 pub use state::{State, Status, TransitionError, human_duration};
-pub use volumes::{VolumeError, VolumeInfo, Volumes};
+pub use volumes::{VolumeError, VolumeInfo, Volumes, check_name as check_volume_name};

@@ -4,7 +4,7 @@
 
 use super::state::rfc3339;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -15,13 +15,20 @@ const MAX_NAME: usize = 128;
 pub enum VolumeError {
     #[error(
         "invalid volume name `{0}`: use letters, digits, `_`, `.` and `-`, starting with a \
-         letter or digit, at most 128 characters"
+         letter or digit, at most 128 characters, not starting with `anonymous-`"
     )]
     InvalidName(String),
     #[error("get {0}: no such volume")]
     NotFound(String),
     #[error("volume name `{0}` is already in use")]
     Exists(String),
+    /// Containers name it in their mounts (Docker's wording, which clients
+    /// show as it is).
+    #[error("remove {name}: volume is in use - [{}]", containers.join(" "))]
+    InUse {
+        name: String,
+        containers: Vec<String>,
+    },
     #[error("failed to {what} `{}`: {source}", path.display())]
     Io {
         what: &'static str,
@@ -33,6 +40,25 @@ pub enum VolumeError {
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError {
     let path = path.to_owned();
     move |source| VolumeError::Io { what, path, source }
+}
+
+/// Checks a volume name: Docker's characters, and not the prefix of the
+/// run-scoped directories an image's volume points get beside the named
+/// volumes (`anonymous-`, which `wrun system prune` clears).
+pub fn check_name(name: &str) -> Result<(), VolumeError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !name.starts_with("anonymous-");
+    match valid {
+        true => Ok(()),
+        false => Err(VolumeError::InvalidName(
+            crate::input::excerpt(name).to_string(),
+        )),
+    }
 }
 
 /// What is kept about a volume beside its data.
@@ -63,17 +89,7 @@ impl Volumes {
     }
 
     fn dir(&self, name: &str) -> Result<PathBuf, VolumeError> {
-        let valid = !name.is_empty()
-            && name.len() <= MAX_NAME
-            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !valid {
-            return Err(VolumeError::InvalidName(
-                crate::input::excerpt(name).to_string(),
-            ));
-        }
+        check_name(name)?;
         Ok(self.root.join(name))
     }
 
@@ -112,6 +128,29 @@ impl Volumes {
         let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
         crate::atomic::write(&meta, &json, 0o600).map_err(io("write", &meta))?;
         Ok(info)
+    }
+
+    /// Creates an anonymous volume under a new random name of 64 hex digits,
+    /// as Docker names a volume created without one.
+    pub fn create_anonymous(
+        &self,
+        labels: BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        loop {
+            let mut bytes = [0u8; 32];
+            rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).map_err(
+                |e| VolumeError::Io {
+                    what: "draw a random name for a volume in",
+                    path: self.root.clone(),
+                    source: e.into(),
+                },
+            )?;
+            match self.create(&hex::encode(bytes), labels.clone(), true, false) {
+                // 256 random bits do not collide; if they did, draw again.
+                Err(VolumeError::Exists(_)) => continue,
+                made => return made,
+            }
+        }
     }
 
     pub fn get(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
@@ -154,6 +193,29 @@ impl Volumes {
         }
         volumes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(volumes)
+    }
+
+    /// The bytes of the files in the volume's data, as Docker counts a
+    /// volume's size (`SpaceReclaimed` of a prune): file lengths, not
+    /// blocks; symlinks are not followed, and a file with several links
+    /// counts once.
+    pub fn size(&self, name: &str) -> Result<u64, VolumeError> {
+        fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>) -> std::io::Result<u64> {
+            use std::os::unix::fs::MetadataExt;
+            let mut total = 0;
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    total += walk(&entry.path(), seen)?;
+                } else if meta.nlink() <= 1 || seen.insert((meta.dev(), meta.ino())) {
+                    total += meta.len();
+                }
+            }
+            Ok(total)
+        }
+        let info = self.get(name)?;
+        walk(&info.mountpoint, &mut HashSet::new()).map_err(io("read", &info.mountpoint))
     }
 
     /// Removes the volume and its data. Whether a container uses it is the
@@ -206,5 +268,37 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn anonymous_volumes_get_random_names_and_sizes_count_file_bytes() {
+        let home = tempfile::tempdir().unwrap();
+        let volumes = Volumes::new(home.path());
+        let one = volumes.create_anonymous(BTreeMap::new()).unwrap();
+        let two = volumes.create_anonymous(BTreeMap::new()).unwrap();
+        assert_ne!(one.name, two.name);
+        assert_eq!(one.name.len(), 64);
+        assert!(one.name.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(volumes.get(&one.name).unwrap().anonymous);
+        assert_eq!(volumes.size(&one.name).unwrap(), 0);
+        std::fs::write(one.mountpoint.join("a"), "hello").unwrap();
+        std::fs::create_dir(one.mountpoint.join("d")).unwrap();
+        std::fs::write(one.mountpoint.join("d/b"), vec![0; 1000]).unwrap();
+        std::fs::hard_link(one.mountpoint.join("a"), one.mountpoint.join("d/a2")).unwrap();
+        std::os::unix::fs::symlink("/", one.mountpoint.join("root")).unwrap();
+        // 5 + 1000, the hard link once, and the symlink's own length (1).
+        assert_eq!(volumes.size(&one.name).unwrap(), 1006);
+        assert!(matches!(
+            volumes.size("nope"),
+            Err(VolumeError::NotFound(_))
+        ));
+        let in_use = VolumeError::InUse {
+            name: "data".into(),
+            containers: vec!["abc".into(), "def".into()],
+        };
+        assert_eq!(
+            in_use.to_string(),
+            "remove data: volume is in use - [abc def]"
+        );
     }
 }
