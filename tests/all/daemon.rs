@@ -597,6 +597,13 @@ fn bad_requests_get_dockers_errors_and_change_nothing() {
     assert_eq!(status, 500, "{body}");
     let (status, _) = daemon.http("GET", "/v1.47/containers/vanishing/json", "");
     assert_eq!(status, 404);
+    let (status, body) = daemon.http(
+        "POST",
+        "/v1.47/containers/create",
+        r#"{"Image":"/no/app.wasm"}"#,
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("No such image: /no/app.wasm"), "{body}");
     // Ignored, and said so: the CLI prints the warnings.
     let created = daemon.docker(&["create", "--privileged", "--cap-add", "NET_ADMIN", "hello"]);
     created

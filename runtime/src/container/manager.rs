@@ -424,6 +424,11 @@ impl Containers {
             *digest = entry.descriptor.digest.to_string();
         }
         check_config(&config)?;
+        if let Origin::File { path } = &config.origin
+            && !path.is_file()
+        {
+            return Err(ContainerError::ImageNotFound(path.display().to_string()));
+        }
         // Named volumes exist from create on, as Docker's.
         for mount in &config.mounts {
             if let MountSource::Volume(name) = &mount.source {
