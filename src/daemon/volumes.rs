@@ -522,12 +522,9 @@ mod tests {
         )
         .unwrap();
         // Created, never started: it uses the volume all the same.
-        let mut config = ContainerConfig::new(
-            "holder".to_owned(),
-            Origin::File {
-                path: "/app.wasm".into(),
-            },
-        );
+        let app = home.path().join("app.wasm");
+        std::fs::write(&app, b"\0asm\x01\0\0\0").unwrap();
+        let mut config = ContainerConfig::new("holder".to_owned(), Origin::File { path: app });
         config.mounts.push(Mount {
             source: MountSource::Volume("used".to_owned()),
             target: "/data".to_owned(),

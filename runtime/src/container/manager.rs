@@ -182,11 +182,15 @@ impl Container {
     }
 
     fn snapshot(&self) -> Snapshot {
+        // One lock at a time: `update` takes the state's, then the
+        // config's.
+        let config = lock(&self.config).clone();
+        let state = lock(&self.state).clone();
         let run = lock(&self.run);
         Snapshot {
             id: self.id.clone(),
-            config: lock(&self.config).clone(),
-            state: lock(&self.state).clone(),
+            config,
+            state,
             ports: run.as_ref().map(|r| r.ports.clone()).unwrap_or_default(),
             cpu_time: run
                 .as_ref()
@@ -779,9 +783,9 @@ impl Containers {
             }
         };
         *lock(&container.run) = None;
+        let policy = lock(&container.config).restart;
         let restarts = container.update(|s| {
             s.exited(SystemTime::now(), exit_code, error.clone(), oom);
-            let policy = lock(&container.config).restart;
             let restarts = policy.restarts(s);
             if restarts {
                 s.restarting();
