@@ -95,6 +95,9 @@ fn inspect(store: &ImageStore, name: &str) -> ApiResult<ImageInspect> {
         ImageError::NotFound { .. } => {
             ApiError::new(StatusCode::NOT_FOUND, format!("No such image: {name}"))
         }
+        e @ (ImageError::InvalidReference { .. } | ImageError::InvalidDigest { .. }) => {
+            ApiError::bad_request(e.to_string())
+        }
         other => internal(other),
     })?;
     let image = Image::load(store, &entry).map_err(internal)?;

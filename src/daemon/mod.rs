@@ -174,6 +174,12 @@ impl From<wrun_runtime::container::ContainerError> for ApiError {
                 StatusCode::BAD_REQUEST
             }
             E::Image(wrun_runtime::image::ImageError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            // A name no image can have is the client's mistake (Docker: 400
+            // "invalid reference format").
+            E::Image(
+                wrun_runtime::image::ImageError::InvalidReference { .. }
+                | wrun_runtime::image::ImageError::InvalidDigest { .. },
+            ) => StatusCode::BAD_REQUEST,
             E::Start(_) | E::Image(_) | E::Volume(_) | E::Io { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -430,6 +436,10 @@ mod tests {
         let (status, _, body) = call("POST", "/containers/create", r#"{"Image":"ghost"}"#).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("No such image: ghost"), "{body}");
+        let (status, _, body) =
+            call("POST", "/containers/create", r#"{"Image":"Not A Name!"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("Not A Name!"), "{body}");
         let (status, _, body) = call("POST", "/containers/create", "{}").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("Image is required"), "{body}");
