@@ -7,13 +7,15 @@
 #    (hyperfine -N, warm-ups): wrun's hello image (the hello component built
 #    into an image with `wrun build`) against Podman with busybox `true`.
 #    `--network none` is given to both: a wrun container has only its own
-#    loopback, and wrun takes `none` as its default.
+#    loopback, and wrun takes `none` as its default. `docker ps -q` on each
+#    daemon is timed alongside, as the CLI's own floor.
 # 2. The raw API with no CLI process: an embedded Python client (stdlib
 #    only) on one keep-alive connection per daemon does, per container,
 #    POST /v1.41/containers/create, POST .../start, then
 #    POST .../wait?condition=not-running (so the wait is registered after
 #    the start, not before it as the CLI does), then DELETE; it times
-#    create -> wait answered with time.perf_counter().
+#    create -> wait answered with time.perf_counter(). GET /_ping through
+#    the same client is the floor of one request.
 # 3. The wrun daemon's VmRSS when it has started, after the warm-ups and
 #    after every measured container (each one removed), to show that
 #    nothing is kept per container.
@@ -122,6 +124,7 @@ cat >"$RAW" <<'EOF'
 One keep-alive HTTP/1.1 connection (http.client reconnects by itself if
 the server closes it). Appends one JSON line per measured container to OUT:
 the seconds each call took and `total`, create sent -> wait answered.
+With BODY `ping`, it times GET /_ping instead (the client's own floor).
 """
 import http.client
 import json
@@ -156,6 +159,14 @@ def main():
         return answer
 
     records = []
+    if body == "ping":
+        # The floor: one request and its answer, through the same client.
+        for i in range(warmup + n):
+            t0 = time.perf_counter()
+            call("GET", "/v1.41/_ping", None, 200)
+            if i >= warmup:
+                records.append({"ping": time.perf_counter() - t0})
+        warmup = n = 0
     for i in range(warmup + n):
         t0 = time.perf_counter()
         cid = json.loads(call("POST", "/v1.41/containers/create", body.encode(), 201))["Id"]
@@ -197,9 +208,6 @@ cli_stat() {
 xs = sorted(t * 1000 for f in sys.argv[1:] for t in json.load(open(f))["results"][0]["times"])
 print("%.2f %.2f %.2f %d" % (statistics.median(xs), xs[0], xs[-1], len(xs)))' "$@"
 }
-
-# ceil_div A B
-ceil_div() { echo $(( ($1 + $2 - 1) / $2 )); }
 
 # ---- wrun's daemon --------------------------------------------------------
 
@@ -300,13 +308,17 @@ if [ -n "$PODMAN_PID" ]; then PODMAN_RSS_START=$(vmrss "$PODMAN_PID"); fi
 # ---- 1. through the docker CLI ------------------------------------------------
 
 # cli_round NAME SOCKET ARGS...: one hyperfine round of
-# `docker run --rm --network none --label ... ARGS` on SOCKET.
+# `docker run --rm --network none --label ... ARGS` on SOCKET, then of
+# `docker ps -q` (the CLI's own cost: start-up, version negotiation and one
+# request).
 cli_round() {
     local name=$1 socket=$2; shift 2
     (
         export DOCKER_HOST="unix://$socket"
         hyperfine -N --warmup 3 --runs "$CLI_RUNS" --export-json "$TMP/cli-$name-$round.json" \
             "docker run --rm --network none --label $LABEL $*" >/dev/null
+        hyperfine -N --warmup 3 --runs "$CLI_RUNS" --export-json "$TMP/ps-$name-$round.json" \
+            "docker ps -q" >/dev/null
     )
 }
 for round in $(seq "$ROUNDS"); do
@@ -320,10 +332,13 @@ echo "load average after the docker CLI runs: $(loadavg)"
 
 # ---- 2. the raw API -----------------------------------------------------------
 
-per_wrun=$(ceil_div "$RAW_WRUN" "$ROUNDS")
-per_podman=$(ceil_div "$RAW_PODMAN" "$ROUNDS")
+# share TOTAL ROUND: this round's share of TOTAL, so that the rounds add up.
+share() { echo $(( $1 * $2 / ROUNDS - $1 * ($2 - 1) / ROUNDS )); }
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS of the raw API, load average $(loadavg)" >&2
+    per_wrun=$(share "$RAW_WRUN" "$round")
+    per_podman=$(share "$RAW_PODMAN" "$round")
+    python3 "$RAW" "$WRUN_SOCK" ping 100 10 "$TMP/ping-wrun.jsonl"
     python3 "$RAW" "$WRUN_SOCK" \
         "{\"Image\":\"$WRUN_IMAGE\",\"Labels\":{\"${LABEL%=*}\":\"1\"},\"HostConfig\":{\"AutoRemove\":false,\"NetworkMode\":\"none\"}}" \
         "$per_wrun" 3 "$TMP/raw-wrun.jsonl"
@@ -332,6 +347,7 @@ for round in $(seq "$ROUNDS"); do
         python3 "$RAW" "$PODMAN_SOCK" \
             "{\"Image\":\"$PODMAN_IMAGE\",\"Cmd\":[\"true\"],\"Labels\":{\"${LABEL%=*}\":\"1\"},\"HostConfig\":{\"AutoRemove\":false,\"NetworkMode\":\"none\"}}" \
             "$per_podman" 1 "$TMP/raw-podman.jsonl"
+        python3 "$RAW" "$PODMAN_SOCK" ping 100 10 "$TMP/ping-podman.jsonl"
     fi
 done
 RSS_END=$(vmrss "$WRUN_PID")
@@ -349,9 +365,13 @@ SUMMARY=()
 read -r w_med w_min w_max w_n <<<"$(cli_stat "$TMP"/cli-wrun-*.json)"
 echo "docker run --rm --network none IMAGE through the docker CLI $(docker --version | awk '{print $3}' | tr -d ,), hyperfine -N, $ROUNDS rounds of $CLI_RUNS runs (3 warm-ups each), ms:"
 printf '  %-46s median %8s  min %8s  max %8s  (%d runs)\n' "wrun daemon, $WRUN_IMAGE (hello component)" "$w_med" "$w_min" "$w_max" "$w_n"
+read -r wp_med wp_min wp_max wp_n <<<"$(cli_stat "$TMP"/ps-wrun-*.json)"
+printf '  %-46s median %8s  min %8s  max %8s  (%d runs)\n' "  floor: docker ps -q on wrun" "$wp_med" "$wp_min" "$wp_max" "$wp_n"
 if [ -z "$PODMAN_FAIL" ]; then
     read -r p_med p_min p_max p_n <<<"$(cli_stat "$TMP"/cli-podman-*.json)"
     printf '  %-46s median %8s  min %8s  max %8s  (%d runs)\n' "podman service, $PODMAN_IMAGE true" "$p_med" "$p_min" "$p_max" "$p_n"
+    read -r pp_med pp_min pp_max pp_n <<<"$(cli_stat "$TMP"/ps-podman-*.json)"
+    printf '  %-46s median %8s  min %8s  max %8s  (%d runs)\n' "  floor: docker ps -q on podman" "$pp_med" "$pp_min" "$pp_max" "$pp_n"
     r=$(ratio "$w_med" "$p_med")
     echo "  ratio wrun / podman (medians) = ${r}x (goal <= 0.2x: $(goal "$r" 0.2))"
     SUMMARY+=("docker run, wrun / podman: ${r}x (goal <= 0.2x: $(goal "$r" 0.2))")
@@ -367,11 +387,15 @@ raw_row() {
     echo "   ($(raw_count "$file") containers)"
 }
 raw_row "wrun daemon, $WRUN_IMAGE" "$TMP/raw-wrun.jsonl"
+read -r pw_med pw_p90 <<<"$(raw_stat "$TMP/ping-wrun.jsonl" ping)"
+echo "  floor: GET /_ping on wrun, same client: median ${pw_med} ms, p90 ${pw_p90} ms ($(raw_count "$TMP/ping-wrun.jsonl") requests)"
 read -r rw_med rw_p90 <<<"$(raw_stat "$TMP/raw-wrun.jsonl" total)"
 echo "  wrun create -> wait answered: median ${rw_med} ms, p90 ${rw_p90} ms (goal median <= 2 ms: $(goal "$rw_med" 2))"
 SUMMARY+=("raw API, wrun median ${rw_med} ms (goal <= 2 ms: $(goal "$rw_med" 2))")
 if [ -z "$PODMAN_FAIL" ]; then
     raw_row "podman service, busybox" "$TMP/raw-podman.jsonl"
+    read -r pp_med pp_p90 <<<"$(raw_stat "$TMP/ping-podman.jsonl" ping)"
+    echo "  floor: GET /_ping on podman, same client: median ${pp_med} ms, p90 ${pp_p90} ms ($(raw_count "$TMP/ping-podman.jsonl") requests)"
     read -r rp_med rp_p90 <<<"$(raw_stat "$TMP/raw-podman.jsonl" total)"
     r=$(ratio "$rw_med" "$rp_med")
     echo "  ratio wrun / podman (medians of create -> wait) = ${r}x (goal <= 0.01x: $(goal "$r" 0.01)); p90s: $(ratio "$rw_p90" "$rp_p90")x"
