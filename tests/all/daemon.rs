@@ -658,6 +658,40 @@ fn a_hundred_concurrent_containers_leave_nothing_behind() {
 }
 
 #[test]
+fn a_wait_or_remove_right_after_start_sees_the_exit() {
+    let daemon = Daemon::start();
+    daemon.build("trap", P2.trap);
+    daemon.docker(&["run", "--rm", "trap"]).assert_code(134);
+    // The raw API's order (start, then wait), which gives the exit the
+    // chance to land between the two requests or inside the wait.
+    for i in 0..30 {
+        let name = format!("t{i}");
+        let (status, reply) = daemon.http(
+            "POST",
+            &format!("/v1.47/containers/create?name={name}"),
+            r#"{"Image":"trap"}"#,
+        );
+        assert_eq!(status, 201, "{reply}");
+        let (status, reply) = daemon.http("POST", &format!("/v1.47/containers/{name}/start"), "");
+        assert_eq!(status, 204, "{reply}");
+        let (status, reply) = daemon.http(
+            "POST",
+            &format!("/v1.47/containers/{name}/wait?condition=not-running"),
+            "",
+        );
+        assert_eq!(status, 200, "{reply}");
+        assert!(reply.contains("\"StatusCode\":134"), "run {i}: {reply}");
+        // And a removal racing the exit's last write of its state.
+        let (status, reply) = daemon.http("POST", &format!("/v1.47/containers/{name}/start"), "");
+        assert_eq!(status, 204, "{reply}");
+        let (status, reply) =
+            daemon.http("DELETE", &format!("/v1.47/containers/{name}?force=1"), "");
+        assert_eq!(status, 204, "run {i}: {reply}");
+    }
+    daemon.assert_no_containers();
+}
+
+#[test]
 fn a_trapping_container_ends_alone_and_a_flood_of_logs_stays_bounded() {
     let daemon = Daemon::start();
     daemon.build("spin", P2.spin);

@@ -163,6 +163,8 @@ struct Container {
     attachers: Mutex<Vec<oneshot::Sender<Follow>>>,
     /// Keeps prune from removing its image while it exists.
     _image: Option<LockGuard>,
+    /// Held while its files are written or removed; true once removed.
+    files: Mutex<bool>,
 }
 
 /// A run in progress.
@@ -207,23 +209,49 @@ impl Container {
 
     fn save_state(&self) -> Result<(), ContainerError> {
         let json = serde_json::to_vec_pretty(&*lock(&self.state)).unwrap_or_default();
-        let path = self.dir.join(STATE_FILE);
-        crate::atomic::write(&path, &json, 0o600).map_err(io("write", &path))
+        self.save(STATE_FILE, &json)
     }
 
     fn save_config(&self) -> Result<(), ContainerError> {
         let json = serde_json::to_vec_pretty(&*lock(&self.config)).unwrap_or_default();
-        let path = self.dir.join(CONFIG_FILE);
-        crate::atomic::write(&path, &json, 0o600).map_err(io("write", &path))
+        self.save(CONFIG_FILE, &json)
+    }
+
+    /// Writes one of its files, unless it has been removed: an exit's last
+    /// state write must not race the removal of the directory.
+    fn save(&self, file: &str, json: &[u8]) -> Result<(), ContainerError> {
+        let removed = lock(&self.files);
+        if *removed {
+            return Ok(());
+        }
+        let path = self.dir.join(file);
+        crate::atomic::write(&path, json, 0o600).map_err(io("write", &path))
     }
 
     /// Changes the state, persists it and tells waiters.
     fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> R {
+        self.change(change, None)
+    }
+
+    /// Records the end of a run: the state and the outcome that waiters
+    /// are given change in one step, so no waiter sees the container
+    /// stopped without its exit code.
+    fn end_run<R>(&self, change: impl FnOnce(&mut State) -> R, outcome: WaitOutcome) -> R {
+        self.change(change, Some(outcome))
+    }
+
+    fn change<R>(&self, change: impl FnOnce(&mut State) -> R, ended: Option<WaitOutcome>) -> R {
         let result = {
             let mut state = lock(&self.state);
             let result = change(&mut state);
             let live = state.status.is_live();
-            self.progress.send_modify(|p| p.live = live);
+            self.progress.send_modify(|p| {
+                p.live = live;
+                if let Some(outcome) = ended {
+                    p.exits += 1;
+                    p.outcome = Some(outcome);
+                }
+            });
             result
         };
         if let Err(e) = self.save_state() {
@@ -360,6 +388,7 @@ impl Containers {
             backoff: Mutex::default(),
             attachers: Mutex::default(),
             _image: image,
+            files: Mutex::new(false),
         });
         if died {
             container.save_state()?;
@@ -473,6 +502,7 @@ impl Containers {
             backoff: Mutex::default(),
             attachers: Mutex::default(),
             _image: image,
+            files: Mutex::new(false),
         });
         // The state first: a directory with a config is a container.
         let saved = container
@@ -544,16 +574,13 @@ impl Containers {
                     ContainerError::Start(_) => crate::exit::CANNOT_RUN,
                     _ => crate::exit::WRUN_ERROR,
                 };
-                container.update(|s| {
-                    s.exited(SystemTime::now(), code, Some(message.clone()), false);
-                });
-                container.progress.send_modify(|p| {
-                    p.exits += 1;
-                    p.outcome = Some(WaitOutcome {
+                container.end_run(
+                    |s| s.exited(SystemTime::now(), code, Some(message.clone()), false),
+                    WaitOutcome {
                         exit_code: code,
                         error: Some(message.clone()),
-                    });
-                });
+                    },
+                );
                 // `--rm`: a container that could not start goes too (the
                 // CLI waits for its removal).
                 if lock(&container.config).auto_remove
@@ -784,18 +811,21 @@ impl Containers {
         };
         *lock(&container.run) = None;
         let policy = lock(&container.config).restart;
-        let restarts = container.update(|s| {
-            s.exited(SystemTime::now(), exit_code, error.clone(), oom);
-            let restarts = policy.restarts(s);
-            if restarts {
-                s.restarting();
-            }
-            restarts
-        });
-        container.progress.send_modify(|p| {
-            p.exits += 1;
-            p.outcome = Some(WaitOutcome { exit_code, error });
-        });
+        let outcome = WaitOutcome {
+            exit_code,
+            error: error.clone(),
+        };
+        let restarts = container.end_run(
+            |s| {
+                s.exited(SystemTime::now(), exit_code, error, oom);
+                let restarts = policy.restarts(s);
+                if restarts {
+                    s.restarting();
+                }
+                restarts
+            },
+            outcome,
+        );
         tracing::debug!(container = %container.id, exit_code, "exited");
         if restarts {
             let delay = lock(&container.backoff).after(ran);
@@ -999,10 +1029,12 @@ impl Containers {
     }
 
     fn remove_locked(&self, container: &Arc<Container>) -> Result<(), ContainerError> {
-        container.update(|s| {
-            s.stopped_by_user = true;
-            s.cancel_restart();
-        });
+        {
+            // Not saved: the state goes with the directory.
+            let mut state = lock(&container.state);
+            state.stopped_by_user = true;
+            state.cancel_restart();
+        }
         container.cancel_restart.notify_waiters();
         {
             let mut table = lock(&self.shared.table);
@@ -1015,11 +1047,15 @@ impl Containers {
         // The config goes first: a crash halfway leaves a directory that
         // holds no container, which the next open clears.
         let config = container.dir.join(CONFIG_FILE);
-        let removed = std::fs::remove_file(&config)
-            .map_err(io("remove", &config))
-            .and_then(|()| {
-                std::fs::remove_dir_all(&container.dir).map_err(io("remove", &container.dir))
-            });
+        let removed = {
+            let mut files = lock(&container.files);
+            *files = true;
+            std::fs::remove_file(&config)
+                .map_err(io("remove", &config))
+                .and_then(|()| {
+                    std::fs::remove_dir_all(&container.dir).map_err(io("remove", &container.dir))
+                })
+        };
         lock(&container.attachers).clear();
         container.progress.send_modify(|p| p.removed = true);
         removed
