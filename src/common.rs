@@ -6,8 +6,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wrun_host_api::net::{
-    MAX_APP_NAME, NetSpec, NetworkStore, OutboundRule, PortMapping, default_runtime_dir,
-    is_valid_name, prepare_runtime_dir,
+    Attachment, MAX_APP_NAME, NetSpec, NetworkStore, OutboundRule, PortMapping,
+    default_runtime_dir, is_valid_name, prepare_runtime_dir,
 };
 use wrun_host_api::{NetworkAccess, Stdin, Volume, parse_env_arg, parse_env_file};
 use wrun_runtime::container::Overrides;
@@ -112,6 +112,12 @@ pub struct RunOptions {
     #[arg(long = "network", value_name = "NAME|host")]
     pub networks: Vec<String>,
 
+    /// Another name the app is known by on its networks, besides --name;
+    /// unlike a name, several apps may share an alias (a lookup answers
+    /// with all of them). Repeatable.
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    pub network_aliases: Vec<String>,
+
     /// Allow connections and datagrams to a real destination: an IP, a CIDR
     /// range or a DNS name (resolved by the host when the app looks it up),
     /// with an optional port, e.g. `10.0.0.0/8`, `127.0.0.1:5432`,
@@ -168,6 +174,9 @@ impl RunOptions {
             }
             return Ok((NetworkAccess::Host, NetSpec::default()));
         }
+        if !self.network_aliases.is_empty() && self.networks.iter().all(|n| n == "none") {
+            bail!("--network-alias needs a --network to be known on");
+        }
         let mut runtime_dir = PathBuf::new();
         let mut networks = Vec::new();
         if !self.networks.is_empty() {
@@ -178,9 +187,12 @@ impl RunOptions {
                 if name == "none" {
                     continue;
                 }
-                let info = store.get(name)?;
-                if !networks.contains(&info) {
-                    networks.push(info);
+                let attachment = Attachment {
+                    info: store.get(name)?,
+                    aliases: self.network_aliases.clone(),
+                };
+                if !networks.contains(&attachment) {
+                    networks.push(attachment);
                 }
             }
             if !networks.is_empty() {

@@ -346,6 +346,9 @@ impl RunCommand {
         if o.networks.len() > 1 || o.networks.iter().any(|n| n == "host") {
             bail!("with -d, give at most one --network, and not `host`");
         }
+        if !o.network_aliases.is_empty() && o.networks.iter().all(|n| n == "none") {
+            bail!("--network-alias needs a --network to be known on");
+        }
         // What the app is: an image the daemon finds by name (pulled here
         // first if the policy says so), or a file it reads by absolute path.
         let image = match Target::of(&self.app, o, self.shorthand)? {
@@ -419,6 +422,15 @@ impl RunCommand {
             ),
             working_dir: overrides.workdir,
             host_config: Some(host_config),
+            networking_config: o.networks.first().map(|network| {
+                let endpoint = bollard::models::EndpointSettings {
+                    aliases: Some(o.network_aliases.clone()),
+                    ..Default::default()
+                };
+                bollard::container::NetworkingConfig {
+                    endpoints_config: HashMap::from([(network.clone(), endpoint)]),
+                }
+            }),
             ..Config::default()
         };
         let options = o.name.clone().map(|name| CreateContainerOptions {

@@ -17,7 +17,7 @@ use axum::routing::{delete, get, post};
 use bollard_stubs::models::{
     ContainerConfig as DockerConfig, ContainerCreateResponse, ContainerInspectResponse,
     ContainerState, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryHostConfig,
-    ContainerSummaryNetworkSettings, ContainerWaitResponse, EndpointSettings, HostConfig,
+    ContainerSummaryNetworkSettings, ContainerWaitResponse, HostConfig,
     HostConfigLogConfig, MountPoint, MountPointTypeEnum, NetworkSettings, NetworkingConfig, Port,
     PortBinding, PortTypeEnum, RestartPolicy, RestartPolicyNameEnum,
 };
@@ -26,7 +26,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use wrun_host_api::net::{PortMapping, Protocol};
+use super::networks;
+use wrun_host_api::net::{NetworkInfo, PortMapping, Protocol};
 use wrun_runtime::container::logs::{LogOptions, ReadOptions};
 use wrun_runtime::container::{
     ContainerConfig, Mount, MountSource, Origin, RestartPolicy as Policy, Snapshot, Status,
@@ -63,7 +64,6 @@ struct CreateBody {
     #[serde(rename = "HostConfig")]
     host_config: Option<HostConfig>,
     #[serde(rename = "NetworkingConfig")]
-    #[allow(dead_code)]
     networking_config: Option<NetworkingConfig>,
 }
 
@@ -89,7 +89,7 @@ fn translate(name: String, body: CreateBody) -> ApiResult<(ContainerConfig, Vec<
     let CreateBody {
         config: docker,
         host_config,
-        ..
+        networking_config: networking,
     } = body;
     let host = host_config.unwrap_or_default();
     let image = docker
@@ -218,6 +218,23 @@ fn translate(name: String, body: CreateBody) -> ApiResult<(ContainerConfig, Vec<
             ));
         }
         Some(network) => config.networks.push(network.to_owned()),
+    }
+    // API 1.44 and later may name several networks at create; each may
+    // carry aliases (compose's service names).
+    let endpoints = networking.and_then(|n| n.endpoints_config).unwrap_or_default();
+    let mut endpoints: Vec<_> = endpoints.into_iter().collect();
+    endpoints.sort_by(|a, b| a.0.cmp(&b.0));
+    for (network, endpoint) in endpoints {
+        if matches!(network.as_str(), "" | "default" | "bridge" | "none") {
+            continue;
+        }
+        if !config.networks.contains(&network) {
+            config.networks.push(network.clone());
+        }
+        let aliases = endpoint.aliases.unwrap_or_default();
+        if !aliases.is_empty() {
+            config.aliases.insert(network, aliases);
+        }
     }
     let ignored = [
         (host.privileged == Some(true), "--privileged"),
@@ -374,8 +391,10 @@ async fn list(daemon: DaemonState, query: Query) -> ApiResult<axum::Json<Vec<Con
         }
     }
     let now = SystemTime::now();
+    let snapshots = daemon.containers.list();
+    let known = known_networks(&daemon, &snapshots).await;
     let mut list = Vec::new();
-    for snapshot in daemon.containers.list() {
+    for snapshot in snapshots {
         let status = snapshot.state.status;
         let shown = all
             || status.is_live()
@@ -384,7 +403,7 @@ async fn list(daemon: DaemonState, query: Query) -> ApiResult<axum::Json<Vec<Con
         if !shown || !matches_filters(&snapshot, &filters) {
             continue;
         }
-        list.push(summary(&snapshot, now));
+        list.push(summary(&snapshot, now, &known));
         if limit.is_some_and(|l| list.len() as i64 >= l) {
             break;
         }
@@ -500,25 +519,11 @@ fn network_mode(config: &ContainerConfig) -> String {
         .unwrap_or_else(|| "bridge".to_owned())
 }
 
-fn networks(config: &ContainerConfig) -> HashMap<String, EndpointSettings> {
-    let names = match config.networks.is_empty() {
-        true => vec!["bridge".to_owned()],
-        false => config.networks.clone(),
-    };
-    names
-        .into_iter()
-        .map(|name| {
-            let endpoint = EndpointSettings {
-                aliases: Some(Vec::new()),
-                dns_names: Some(vec![config.name.clone()]),
-                ..EndpointSettings::default()
-            };
-            (name, endpoint)
-        })
-        .collect()
-}
-
-fn summary(snapshot: &Snapshot, now: SystemTime) -> ContainerSummary {
+fn summary(
+    snapshot: &Snapshot,
+    now: SystemTime,
+    known: &HashMap<String, NetworkInfo>,
+) -> ContainerSummary {
     let config = &snapshot.config;
     ContainerSummary {
         id: Some(snapshot.id.clone()),
@@ -539,7 +544,7 @@ fn summary(snapshot: &Snapshot, now: SystemTime) -> ContainerSummary {
             annotations: None,
         }),
         network_settings: Some(ContainerSummaryNetworkSettings {
-            networks: Some(networks(config)),
+            networks: Some(networks::endpoints(snapshot, known)),
         }),
         mounts: Some(mounts(snapshot)),
     }
@@ -550,7 +555,19 @@ async fn inspect(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ContainerInspectResponse>> {
     let snapshot = daemon.containers.inspect(&id)?;
-    Ok(axum::Json(inspect_response(&snapshot)))
+    let known = known_networks(&daemon, std::slice::from_ref(&snapshot)).await;
+    Ok(axum::Json(inspect_response(&snapshot, &known)))
+}
+
+/// The networks the containers name (none read when they name none).
+async fn known_networks(daemon: &Daemon, snapshots: &[Snapshot]) -> HashMap<String, NetworkInfo> {
+    if snapshots.iter().all(|s| s.config.networks.is_empty()) {
+        return HashMap::new();
+    }
+    let store = daemon.containers.networks().clone();
+    tokio::task::spawn_blocking(move || networks::by_name(&store))
+        .await
+        .unwrap_or_default()
 }
 
 fn status_enum(status: Status) -> ContainerStateStatusEnum {
@@ -564,7 +581,10 @@ fn status_enum(status: Status) -> ContainerStateStatusEnum {
     }
 }
 
-fn inspect_response(snapshot: &Snapshot) -> ContainerInspectResponse {
+fn inspect_response(
+    snapshot: &Snapshot,
+    known: &HashMap<String, NetworkInfo>,
+) -> ContainerInspectResponse {
     let config = &snapshot.config;
     let state = &snapshot.state;
     let port_map: HashMap<String, Option<Vec<PortBinding>>> = {
@@ -701,7 +721,7 @@ fn inspect_response(snapshot: &Snapshot) -> ContainerInspectResponse {
         }),
         network_settings: Some(NetworkSettings {
             ports: Some(port_map),
-            networks: Some(networks(config)),
+            networks: Some(networks::endpoints(snapshot, known)),
             ..NetworkSettings::default()
         }),
         ..ContainerInspectResponse::default()
@@ -950,7 +970,7 @@ async fn stats(daemon: DaemonState, Path(id): Path<String>, query: Query) -> Api
 
 /// A time as `logs` takes one: Unix seconds with an optional fraction
 /// (what the CLI sends for `--since 10m` or a date).
-fn parse_time(key: &str, text: &str) -> ApiResult<Option<SystemTime>> {
+pub(super) fn parse_time(key: &str, text: &str) -> ApiResult<Option<SystemTime>> {
     if text.is_empty() || text == "0" {
         return Ok(None);
     }

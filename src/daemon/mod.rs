@@ -10,6 +10,7 @@
 
 mod containers;
 mod images;
+mod networks;
 mod streams;
 mod system;
 mod volumes;
@@ -52,6 +53,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(containers::routes())
         .merge(images::routes())
         .merge(volumes::routes())
+        .merge(networks::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
         .with_state(daemon.clone())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
@@ -162,10 +164,17 @@ impl IntoResponse for ApiError {
 impl From<wrun_runtime::container::ContainerError> for ApiError {
     fn from(e: wrun_runtime::container::ContainerError) -> ApiError {
         use wrun_runtime::container::ContainerError as E;
+        let e = match e {
+            E::Network(e) => return networks::network_error(e),
+            other => other,
+        };
         let status = match &e {
             E::NotFound(_) | E::ImageNotFound(_) => StatusCode::NOT_FOUND,
             E::Volume(wrun_runtime::container::VolumeError::NotFound(_)) => StatusCode::NOT_FOUND,
             E::NameInUse { .. } | E::Conflict { .. } => StatusCode::CONFLICT,
+            E::Forbidden(_) => StatusCode::FORBIDDEN,
+            // Answered above.
+            E::Network(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Volume(wrun_runtime::container::VolumeError::Exists(_)) => StatusCode::CONFLICT,
             E::Volume(wrun_runtime::container::VolumeError::InUse { .. }) => StatusCode::CONFLICT,
             E::Unchanged(..) => StatusCode::NOT_MODIFIED,

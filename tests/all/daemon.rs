@@ -33,11 +33,7 @@ impl Daemon {
     }
 
     pub(crate) fn launch(&mut self) {
-        let running = wrun()
-            .home(self.home.path())
-            .env("XDG_RUNTIME_DIR", self.xdg.path())
-            .arg("daemon")
-            .spawn();
+        let running = self.wrun().arg("daemon").spawn();
         running.wait_for_line("listening on unix://");
         self.process = Some(running);
     }
@@ -61,6 +57,26 @@ impl Daemon {
 
     pub(crate) fn socket(&self) -> PathBuf {
         self.xdg.path().join("wrun/wrun.sock")
+    }
+
+    /// `wrun` with the daemon's `$WRUN_HOME` and runtime directory: a
+    /// process beside the daemon's containers (on its networks, say).
+    pub(crate) fn wrun(&self) -> crate::support::Wrun {
+        wrun()
+            .home(self.home.path())
+            .env("XDG_RUNTIME_DIR", self.xdg.path())
+    }
+
+    /// Runs one of `tests/docker_py/` against this daemon.
+    #[track_caller]
+    pub(crate) fn docker_py(&self, script: &str) -> Output {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/docker_py")
+            .join(script);
+        let mut cmd = Command::new(docker_py());
+        cmd.arg(script)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()));
+        run_bounded(cmd)
     }
 
     /// Kills the daemon with SIGKILL, as a crash would.

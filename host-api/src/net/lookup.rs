@@ -43,7 +43,7 @@ fn resolve_locally(ns: &Shared, name: &str) -> Option<Vec<IpAddr>> {
     let found: Vec<IpAddr> = ns
         .memberships()
         .iter()
-        .filter_map(|m| m.resolve(&name))
+        .flat_map(|m| m.resolve(&name))
         .map(IpAddr::V4)
         .collect();
     (!found.is_empty()).then_some(found)

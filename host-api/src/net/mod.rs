@@ -24,7 +24,8 @@ mod tcp;
 mod udp;
 
 pub use network::{
-    MAX_APP_NAME, NetworkError, NetworkInfo, NetworkStore, default_runtime_dir, is_valid_name,
+    MAX_ALIASES, MAX_APP_NAME, NetworkError, NetworkInfo, NetworkStore, default_runtime_dir,
+    is_valid_name,
 };
 pub use policy::{OutboundRule, RuleError};
 pub use publish::{PortMapping, PortSpecError, Protocol};
@@ -48,10 +49,25 @@ pub struct NetSpec {
     /// The instance's name, registered on every network it joins.
     pub name: Option<String>,
     pub publish: Vec<PortMapping>,
-    pub networks: Vec<NetworkInfo>,
+    pub networks: Vec<Attachment>,
     /// Where the networks' rendezvous directories live.
     pub runtime_dir: PathBuf,
     pub outbound: Vec<OutboundRule>,
+}
+
+/// A network an instance joins, and the aliases it is also known by there
+/// (besides its name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub info: NetworkInfo,
+    pub aliases: Vec<String>,
+}
+
+/// An instance's place on one network, as it holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    pub network: NetworkInfo,
+    pub ip: Ipv4Addr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,11 +179,12 @@ impl Namespace {
     /// inside tokio.
     pub async fn start(spec: &NetSpec, fds: Arc<FdBudget>) -> Result<Namespace, NetError> {
         let mut memberships = Vec::new();
-        for info in &spec.networks {
+        for attachment in &spec.networks {
             memberships.push(Membership::join(
-                info,
+                &attachment.info,
                 &spec.runtime_dir,
                 spec.name.as_deref(),
+                &attachment.aliases,
             )?);
         }
         let mut published = Vec::new();
@@ -241,6 +258,18 @@ impl Namespace {
             .published
             .iter()
             .map(|p| p.info.clone())
+            .collect()
+    }
+
+    /// The address it holds on each network it joined.
+    pub fn addresses(&self) -> Vec<Address> {
+        self.shared
+            .memberships
+            .iter()
+            .map(|m| Address {
+                network: m.info.clone(),
+                ip: m.ip,
+            })
             .collect()
     }
 }

@@ -10,6 +10,7 @@
 //! process is recognised as free by the next one, and separate `wrun run`
 //! processes share a network with no daemon in between.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::net::Ipv4Addr;
@@ -22,6 +23,8 @@ pub struct NetworkInfo {
     pub id: String,
     /// The /24 subnet's first address, e.g. 10.89.0.0.
     pub subnet: Ipv4Addr,
+    /// Labels, as Docker's networks have (`docker network create --label`).
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,8 @@ pub enum NetworkError {
     InvalidName(String),
     #[error("network `{0}` is reserved")]
     Reserved(String),
+    #[error("network id prefix `{0}` matches more than one network")]
+    Ambiguous(String),
     #[error("network `{0}` already exists")]
     Exists(String),
     #[error("no such network `{0}` (create it with `wrun network create {0}`)")]
@@ -42,6 +47,14 @@ pub enum NetworkError {
     SubnetInUse(Ipv4Addr, String),
     #[error("network `{name}` is in use by {members} running app(s)")]
     InUse { name: String, members: usize },
+    #[error(
+        "invalid network alias `{0}`: use letters, digits, `_`, `.` and `-`, starting with a \
+         letter or digit, at most {max} bytes",
+        max = MAX_APP_NAME
+    )]
+    InvalidAlias(String),
+    #[error("{0} aliases on one network: at most {max} are allowed", max = MAX_ALIASES)]
+    TooManyAliases(usize),
     #[error("the name `{name}` is already taken on network `{network}`")]
     NameTaken { name: String, network: String },
     #[error("network `{0}` has no free address left")]
@@ -103,6 +116,16 @@ impl NetworkStore {
     }
 
     pub fn create(&self, name: &str, subnet: Option<&str>) -> Result<NetworkInfo, NetworkError> {
+        self.create_labelled(name, subnet, BTreeMap::new())
+    }
+
+    /// Creates a network with `labels`.
+    pub fn create_labelled(
+        &self,
+        name: &str,
+        subnet: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<NetworkInfo, NetworkError> {
         check_name(name)?;
         if RESERVED.contains(&name) {
             return Err(NetworkError::Reserved(name.to_owned()));
@@ -128,13 +151,19 @@ impl NetworkStore {
             name: name.to_owned(),
             id: random_id(),
             subnet,
+            labels,
         };
         fs::create_dir_all(&self.dir).map_err(io_err("failed to create", &self.dir))?;
         let path = self.path(name);
-        let text = format!(
+        let mut text = format!(
             "name = {}\nid = {}\nsubnet = {}/24\n",
             info.name, info.id, info.subnet
         );
+        if !info.labels.is_empty() {
+            // One line of JSON: its strings escape newlines.
+            let labels = serde_json::to_string(&info.labels).unwrap_or_default();
+            text.push_str(&format!("labels = {labels}\n"));
+        }
         // Create-exclusive: of two concurrent creates, one wins.
         let mut tmp =
             tempfile::NamedTempFile::new_in(&self.dir).map_err(io_err("failed to write", &path))?;
@@ -169,6 +198,27 @@ impl NetworkStore {
         }
     }
 
+    /// A network by name, by id, or by a prefix of its id that no other
+    /// network's id starts with (as Docker finds networks).
+    pub fn find(&self, key: &str) -> Result<NetworkInfo, NetworkError> {
+        if is_valid_name(key, MAX_NETWORK_NAME) {
+            match self.get(key) {
+                Err(NetworkError::NotFound(_)) => {}
+                found => return found,
+            }
+        }
+        let not_found = || NetworkError::NotFound(crate::input::excerpt(key).to_string());
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_found());
+        }
+        let mut matches = self.list()?.into_iter().filter(|n| n.id.starts_with(key));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) => Ok(one),
+            (Some(_), Some(_)) => Err(NetworkError::Ambiguous(key.to_owned())),
+            _ => Err(not_found()),
+        }
+    }
+
     /// Every network, sorted by name.
     pub fn list(&self) -> Result<Vec<NetworkInfo>, NetworkError> {
         let entries = match fs::read_dir(&self.dir) {
@@ -186,6 +236,13 @@ impl NetworkStore {
         }
         networks.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(networks)
+    }
+
+    /// When the network was made (its definition is never rewritten).
+    pub fn created(&self, info: &NetworkInfo) -> Option<std::time::SystemTime> {
+        fs::metadata(self.path(&info.name))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// The number of apps currently on the network (on this host).
@@ -271,7 +328,16 @@ fn parse_info(text: &str, path: &Path) -> Result<NetworkInfo, NetworkError> {
         return Err(damaged("bad `id`"));
     }
     let subnet = parse_subnet(field("subnet")?).map_err(|_| damaged("bad `subnet`"))?;
-    Ok(NetworkInfo { name, id, subnet })
+    let labels = match field("labels") {
+        Ok(json) => serde_json::from_str(json).map_err(|_| damaged("bad `labels`"))?,
+        Err(_) => BTreeMap::new(),
+    };
+    Ok(NetworkInfo {
+        name,
+        id,
+        subnet,
+        labels,
+    })
 }
 
 fn random_id() -> String {
@@ -285,6 +351,24 @@ fn random_id() -> String {
         bytes.copy_from_slice(&(nanos as u64 ^ u64::from(std::process::id())).to_le_bytes()[..6]);
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes the alias files of an earlier holder of `ip` that ended without
+/// removing them (a crash): whoever holds `ip` now owns those names.
+fn remove_stale_aliases(dir: &Path, ip: Ipv4Addr) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let suffix = format!("@{ip}");
+    for entry in entries.filter_map(Result::ok) {
+        let file = entry.file_name();
+        if file
+            .to_str()
+            .is_some_and(|f| f.starts_with("alias-") && f.ends_with(&suffix))
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Whether some live process holds the lock on `path`.
@@ -393,14 +477,41 @@ pub(crate) struct Membership {
     sockets: PathBuf,
     _ip_lock: fs::File,
     _name_lock: Option<fs::File>,
+    _alias_locks: Vec<fs::File>,
+}
+
+/// The most aliases a member may have on one network.
+pub const MAX_ALIASES: usize = 32;
+
+/// The lock file of an alias: any number of members may share an alias (as
+/// Docker's embedded DNS answers with all of them), so each holds its own
+/// file, named after its address.
+fn alias_file(alias: &str, ip: Ipv4Addr) -> String {
+    format!("alias-{alias}@{ip}")
 }
 
 impl Membership {
+    /// Takes an address on the network, the name `name` (which no other
+    /// live member may hold) and the `aliases` (which others may share).
     pub(crate) fn join(
         info: &NetworkInfo,
         runtime_dir: &Path,
         name: Option<&str>,
+        aliases: &[String],
     ) -> Result<Membership, NetworkError> {
+        let mut alias_names: Vec<String> = Vec::new();
+        for alias in aliases {
+            if !is_valid_name(alias, MAX_APP_NAME) {
+                return Err(NetworkError::InvalidAlias(alias.clone()));
+            }
+            let alias = alias.to_ascii_lowercase();
+            if Some(alias.as_str()) != name && !alias_names.contains(&alias) {
+                alias_names.push(alias);
+            }
+        }
+        if alias_names.len() > MAX_ALIASES {
+            return Err(NetworkError::TooManyAliases(alias_names.len()));
+        }
         let dir = runtime_dir.join("n").join(&info.id);
         create_private_dir(&dir).map_err(io_err("failed to create", &dir))?;
         let sockets = socket_dir(&dir)?;
@@ -435,6 +546,20 @@ impl Membership {
                 let path = dir.join(format!("name-{}", name.unwrap_or_default()));
                 write.map_err(io_err("failed to write", &path))?;
             }
+            remove_stale_aliases(&dir, ip);
+            let mut alias_locks = Vec::with_capacity(alias_names.len());
+            for alias in &alias_names {
+                let path = dir.join(alias_file(alias, ip));
+                // The address is ours, and so is every file named after it.
+                let lock = try_take(&path)
+                    .map_err(io_err("failed to lock", &path))?
+                    .ok_or_else(|| NetworkError::Io {
+                        what: "failed to lock",
+                        path: path.clone(),
+                        error: io::ErrorKind::WouldBlock.into(),
+                    })?;
+                alias_locks.push(lock);
+            }
             return Ok(Membership {
                 info: info.clone(),
                 ip,
@@ -442,23 +567,41 @@ impl Membership {
                 sockets,
                 _ip_lock: ip_lock,
                 _name_lock: name_lock,
+                _alias_locks: alias_locks,
             });
         }
         Err(NetworkError::Full(info.name.clone()))
     }
 
-    /// The virtual IP of the live member called `name`, if any.
-    pub(crate) fn resolve(&self, name: &str) -> Option<Ipv4Addr> {
+    /// The virtual IPs of the live members called `name`: the one whose
+    /// name it is, else every one that has it as an alias.
+    pub(crate) fn resolve(&self, name: &str) -> Vec<Ipv4Addr> {
         if !is_valid_name(name, MAX_APP_NAME) {
-            return None;
+            return Vec::new();
         }
         let path = self.dir.join(format!("name-{name}"));
-        if !is_held(&path) {
-            return None;
+        if is_held(&path) {
+            let mut text = String::new();
+            let read = fs::File::open(&path).and_then(|mut f| f.read_to_string(&mut text));
+            return match (read, text.trim().parse()) {
+                (Ok(_), Ok(ip)) => vec![ip],
+                _ => Vec::new(),
+            };
         }
-        let mut text = String::new();
-        fs::File::open(&path).ok()?.read_to_string(&mut text).ok()?;
-        text.trim().parse().ok()
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let prefix = format!("alias-{}@", name.to_ascii_lowercase());
+        let mut found: Vec<Ipv4Addr> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let file = e.file_name();
+                let ip = file.to_str()?.strip_prefix(&prefix)?.parse().ok()?;
+                is_held(&e.path()).then_some(ip)
+            })
+            .collect();
+        found.sort();
+        found
     }
 
     /// Whether `ip` belongs to this network's subnet.
@@ -532,18 +675,18 @@ mod tests {
     fn members_get_addresses_and_names() {
         let (_dir, store) = store();
         let info = store.create("shop", None).unwrap();
-        let db = Membership::join(&info, store.runtime_dir(), Some("db")).unwrap();
-        let api = Membership::join(&info, store.runtime_dir(), Some("api")).unwrap();
+        let db = Membership::join(&info, store.runtime_dir(), Some("db"), &[]).unwrap();
+        let api = Membership::join(&info, store.runtime_dir(), Some("api"), &[]).unwrap();
         assert_ne!(db.ip, api.ip);
-        assert_eq!(api.resolve("db"), Some(db.ip));
+        assert_eq!(api.resolve("db"), vec![db.ip]);
         assert!(matches!(
-            Membership::join(&info, store.runtime_dir(), Some("db")),
+            Membership::join(&info, store.runtime_dir(), Some("db"), &[]),
             Err(NetworkError::NameTaken { .. })
         ));
         // App names may be longer than network names.
         let long = "a".repeat(MAX_APP_NAME);
-        let member = Membership::join(&info, store.runtime_dir(), Some(&long)).unwrap();
-        assert_eq!(api.resolve(&long), Some(member.ip));
+        let member = Membership::join(&info, store.runtime_dir(), Some(&long), &[]).unwrap();
+        assert_eq!(api.resolve(&long), vec![member.ip]);
         drop(member);
         assert!(matches!(
             store.remove("shop"),
@@ -552,9 +695,52 @@ mod tests {
         let db_ip = db.ip;
         drop(db);
         // The name and the address are free again once the member is gone.
-        assert_eq!(api.resolve("db"), None);
-        let again = Membership::join(&info, store.runtime_dir(), Some("db")).unwrap();
+        assert!(api.resolve("db").is_empty());
+        let again = Membership::join(&info, store.runtime_dir(), Some("db"), &[]).unwrap();
         assert_eq!(again.ip, db_ip);
+    }
+
+    #[test]
+    fn aliases_are_shared_and_go_with_their_member() {
+        let (_dir, store) = store();
+        let info = store.create("shop", None).unwrap();
+        let aliases = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let one = Membership::join(
+            &info,
+            store.runtime_dir(),
+            Some("web-1"),
+            &aliases(&["web"]),
+        )
+        .unwrap();
+        let two = Membership::join(
+            &info,
+            store.runtime_dir(),
+            Some("web-2"),
+            &aliases(&["Web"]),
+        )
+        .unwrap();
+        let client = Membership::join(&info, store.runtime_dir(), None, &[]).unwrap();
+        // Every member with the alias answers, whatever its case.
+        assert_eq!(client.resolve("web"), vec![one.ip, two.ip]);
+        assert_eq!(client.resolve("web-2"), vec![two.ip]);
+        // A name is still one member's: an alias does not take it.
+        assert!(matches!(
+            Membership::join(&info, store.runtime_dir(), Some("web-1"), &[]),
+            Err(NetworkError::NameTaken { .. })
+        ));
+        drop(one);
+        assert_eq!(client.resolve("web"), vec![two.ip]);
+        // Bad aliases are refused by value, before an address is taken.
+        assert!(matches!(
+            Membership::join(&info, store.runtime_dir(), None, &aliases(&["../x"])),
+            Err(NetworkError::InvalidAlias(a)) if a == "../x"
+        ));
+        let many: Vec<String> = (0..=MAX_ALIASES).map(|i| format!("a{i}")).collect();
+        assert!(matches!(
+            Membership::join(&info, store.runtime_dir(), None, &many),
+            Err(NetworkError::TooManyAliases(_))
+        ));
+        assert_eq!(store.members(&info), 2);
     }
 
     #[test]
@@ -563,7 +749,7 @@ mod tests {
         let long = dir.path().join("d".repeat(120));
         let long_store = NetworkStore::new(&dir.path().join("home"), &long);
         let info = long_store.create("shop", None).unwrap();
-        let member = Membership::join(&info, long_store.runtime_dir(), None).unwrap();
+        let member = Membership::join(&info, long_store.runtime_dir(), None, &[]).unwrap();
         let path = member.tcp_path(Ipv4Addr::new(10, 89, 0, 2), 65535);
         assert!(path.as_os_str().len() <= MAX_SOCKET_PATH, "{path:?}");
         assert!(path.starts_with("/proc/self/fd/"), "{path:?}");
@@ -575,7 +761,7 @@ mod tests {
         // A short directory is used as it is.
         let (_dir, store) = store();
         let info = store.create("short", None).unwrap();
-        let member = Membership::join(&info, store.runtime_dir(), None).unwrap();
+        let member = Membership::join(&info, store.runtime_dir(), None, &[]).unwrap();
         assert!(member.tcp_path(member.ip, 80).starts_with(&member.dir));
     }
 }

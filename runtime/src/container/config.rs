@@ -41,7 +41,7 @@ pub enum MountSource {
 }
 
 /// A container's configuration, fixed at create time (only its name can
-/// change, by rename).
+/// change, by rename, and its networks, by connect and disconnect).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerConfig {
     pub name: String,
@@ -55,8 +55,12 @@ pub struct ContainerConfig {
     pub publish: Vec<PortMapping>,
     /// Publish every port the image exposes (`-P`).
     pub publish_all: bool,
-    /// wrun virtual networks it joins, by name.
+    /// wrun virtual networks it joins, by name (changed by `network
+    /// connect` and `disconnect` while it is not running).
     pub networks: Vec<String>,
+    /// Its aliases on each network, besides its name.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
     pub memory: Option<u64>,
     /// CPU quota in cores (`--cpus`).
     pub cpus: Option<f64>,
@@ -90,6 +94,7 @@ impl ContainerConfig {
             publish: Vec::new(),
             publish_all: false,
             networks: Vec::new(),
+            aliases: BTreeMap::new(),
             memory: None,
             cpus: None,
             cpu_shares: None,

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{oneshot, watch};
 use wrun_host_api::fds::FdBudget;
-use wrun_host_api::net::{Namespace, NetSpec, NetworkStore, PublishedPort};
+use wrun_host_api::net::{
+    Address, Attachment, Namespace, NetSpec, NetworkError, NetworkStore, PublishedPort,
+};
 use wrun_host_api::{Access, Stdin, Volume};
 
 /// SIGTERM: what `stop` ends a container with. A WASI guest has no signal
@@ -77,6 +79,12 @@ pub enum ContainerError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// Refused as Docker refuses it with a 403 (an endpoint that exists, or
+    /// does not).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("failed to {what} `{}`: {source}", path.display())]
     Io {
         what: &'static str,
@@ -129,6 +137,8 @@ pub struct Snapshot {
     pub state: State,
     /// The ports bound while it runs (with the host's picks).
     pub ports: Vec<PublishedPort>,
+    /// Its addresses on its networks while it runs.
+    pub addresses: Vec<Address>,
     /// CPU time its current run has used.
     pub cpu_time: Duration,
     /// Linear memory and tables its current run uses now, in bytes.
@@ -172,6 +182,7 @@ struct Run {
     control: Control,
     logs: LogWriter,
     ports: Vec<PublishedPort>,
+    addresses: Vec<Address>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -194,6 +205,10 @@ impl Container {
             config,
             state,
             ports: run.as_ref().map(|r| r.ports.clone()).unwrap_or_default(),
+            addresses: run
+                .as_ref()
+                .map(|r| r.addresses.clone())
+                .unwrap_or_default(),
             cpu_time: run
                 .as_ref()
                 .map(|r| r.control.cpu_time())
@@ -457,6 +472,24 @@ impl Containers {
             *digest = entry.descriptor.digest.to_string();
         }
         check_config(&config)?;
+        // Networks by name from here on, however the client named them. One
+        // that does not exist yet is the start's error, as in Docker.
+        let store = &self.shared.services.networks;
+        let mut networks: Vec<String> = Vec::new();
+        for network in std::mem::take(&mut config.networks) {
+            let name = match store.find(&network) {
+                Ok(info) => info.name,
+                Err(NetworkError::NotFound(_)) => network.clone(),
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(aliases) = config.aliases.remove(&network) {
+                config.aliases.insert(name.clone(), aliases);
+            }
+            if !networks.contains(&name) {
+                networks.push(name);
+            }
+        }
+        config.networks = networks;
         if let Origin::File { path } = &config.origin
             && !path.is_file()
         {
@@ -518,6 +551,11 @@ impl Containers {
     }
 
     /// Every container, newest first.
+    /// The networks containers join.
+    pub fn networks(&self) -> &NetworkStore {
+        &self.shared.services.networks
+    }
+
     pub fn list(&self) -> Vec<Snapshot> {
         let containers: Vec<_> = lock(&self.shared.table).by_id.values().cloned().collect();
         let mut snapshots: Vec<_> = containers.iter().map(|c| c.snapshot()).collect();
@@ -602,6 +640,7 @@ impl Containers {
                 control: control.clone(),
                 logs: logs.clone(),
                 ports: prepared.net.published(),
+                addresses: prepared.net.addresses(),
             });
             for attacher in lock(&container.attachers).drain(..) {
                 let _ = attacher.send(logs.subscribe());
@@ -694,7 +733,10 @@ impl Containers {
         spec.wasi.validate().map_err(|e| start_error(&e))?;
         let mut networks = Vec::new();
         for name in &config.networks {
-            networks.push(services.networks.get(name).map_err(|e| start_error(&e))?);
+            networks.push(Attachment {
+                info: services.networks.get(name)?,
+                aliases: config.aliases.get(name).cloned().unwrap_or_default(),
+            });
         }
         let mut publish = config.publish.clone();
         publish.extend(spec.publish.iter().cloned());
@@ -981,6 +1023,82 @@ impl Containers {
         Ok(())
     }
 
+    /// Puts a container that is not running on `network` (known there
+    /// also by `aliases`) from its next start on. wrun joins networks as an
+    /// instance starts, so a running container is refused, saying so.
+    pub async fn connect(
+        &self,
+        key: &str,
+        network: &str,
+        aliases: Vec<String>,
+    ) -> Result<(), ContainerError> {
+        let container = self.get(key)?;
+        let info = self.shared.services.networks.find(network)?;
+        check_aliases(&aliases)?;
+        let _lifecycle = container.lifecycle.lock().await;
+        self.refuse_if_live(&container, "connect")?;
+        let mut config = lock(&container.config);
+        let old = config.clone();
+        // Connected again: its aliases are replaced, as Docker does for a
+        // container that is not running.
+        if !config.networks.contains(&info.name) {
+            config.networks.push(info.name.clone());
+        }
+        if aliases.is_empty() {
+            config.aliases.remove(&info.name);
+        } else {
+            config.aliases.insert(info.name.clone(), aliases);
+        }
+        drop(config);
+        self.save_config_or_restore(&container, old)
+    }
+
+    /// Takes a container that is not running off `network`.
+    pub async fn disconnect(&self, key: &str, network: &str) -> Result<(), ContainerError> {
+        let container = self.get(key)?;
+        let info = self.shared.services.networks.find(network)?;
+        let _lifecycle = container.lifecycle.lock().await;
+        self.refuse_if_live(&container, "disconnect")?;
+        let mut config = lock(&container.config);
+        if !config.networks.contains(&info.name) {
+            return Err(ContainerError::Forbidden(format!(
+                "container {} is not connected to the network {}",
+                container.id, info.name
+            )));
+        }
+        let old = config.clone();
+        config.networks.retain(|n| *n != info.name);
+        config.aliases.remove(&info.name);
+        drop(config);
+        self.save_config_or_restore(&container, old)
+    }
+
+    fn refuse_if_live(&self, container: &Container, what: &'static str) -> Result<(), ContainerError> {
+        if lock(&container.state).status.is_live() {
+            return Err(ContainerError::Conflict {
+                what,
+                name: container.name(),
+                reason: "it is running, and wrun joins networks when a container starts: stop \
+                         it, change its networks, then start it"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Persists a changed config, or puts `old` back if that fails.
+    fn save_config_or_restore(
+        &self,
+        container: &Container,
+        old: ContainerConfig,
+    ) -> Result<(), ContainerError> {
+        let saved = container.save_config();
+        if saved.is_err() {
+            *lock(&container.config) = old;
+        }
+        saved
+    }
+
     pub fn rename(&self, key: &str, new_name: &str) -> Result<(), ContainerError> {
         let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
         if !is_valid_name(new_name) {
@@ -1219,6 +1337,28 @@ fn check_config(config: &ContainerConfig) -> Result<(), ContainerError> {
             "invalid app path `{}`: it must be absolute",
             path.display()
         )));
+    }
+    for (network, aliases) in &config.aliases {
+        if !config.networks.contains(network) {
+            return Err(ContainerError::Invalid(format!(
+                "aliases given for network `{network}`, which the container does not join"
+            )));
+        }
+        check_aliases(aliases)?;
+    }
+    Ok(())
+}
+
+/// Aliases a member could take (checked again as it joins).
+fn check_aliases(aliases: &[String]) -> Result<(), ContainerError> {
+    if let Some(bad) = aliases
+        .iter()
+        .find(|a| !wrun_host_api::net::is_valid_name(a, wrun_host_api::net::MAX_APP_NAME))
+    {
+        return Err(NetworkError::InvalidAlias(crate::input::excerpt(bad).to_string()).into());
+    }
+    if aliases.len() > wrun_host_api::net::MAX_ALIASES {
+        return Err(NetworkError::TooManyAliases(aliases.len()).into());
     }
     Ok(())
 }
