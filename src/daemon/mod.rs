@@ -9,6 +9,7 @@
 //! not obvious.
 
 mod containers;
+mod events;
 mod images;
 mod networks;
 mod streams;
@@ -54,6 +55,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(images::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
+        .merge(events::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
         .with_state(daemon.clone())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
@@ -332,6 +334,20 @@ pub fn labels_match<'a>(
 ) -> bool {
     filters.get("label").is_none_or(|wanted| {
         wanted.iter().all(|w| match w.split_once('=') {
+            Some((key, value)) => labels(key) == Some(value),
+            None => labels(w).is_some(),
+        })
+    })
+}
+
+/// Whether the labels match every `label!` filter, which excludes (as
+/// moby's prune: only when all of them match).
+pub fn labels_excluded<'a>(
+    filters: &Filters,
+    mut labels: impl FnMut(&str) -> Option<&'a str>,
+) -> bool {
+    filters.get("label!").is_some_and(|excluded| {
+        excluded.iter().all(|w| match w.split_once('=') {
             Some((key, value)) => labels(key) == Some(value),
             None => labels(w).is_some(),
         })

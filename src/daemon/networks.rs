@@ -11,8 +11,8 @@
 //! removed then. Containers that are not running may still name it.
 
 use super::{
-    ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, empty, labels_match,
-    rfc3339,
+    ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, empty, events,
+    labels_excluded, labels_match, rfc3339,
 };
 use axum::Json;
 use axum::Router;
@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use wrun_host_api::net::{NetworkError, NetworkInfo, NetworkStore};
 use wrun_runtime::container::Snapshot;
+use wrun_runtime::container::events::Kind;
 use wrun_runtime::input::excerpt;
 
 /// Docker's networks that every daemon has.
@@ -419,6 +420,13 @@ async fn create(
     })
     .await?;
     tracing::info!(network = %info.name, id = %info.id, "network created");
+    events::emit(
+        daemon.containers.events(),
+        Kind::Network,
+        "create",
+        &info.id,
+        &info.name,
+    );
     let response = NetworkCreateResponse {
         id: info.id,
         warning: warnings.join("\n"),
@@ -436,7 +444,15 @@ async fn remove(daemon: DaemonState, Path(key): Path<String>) -> ApiResult<Respo
     }
     let info = find(&daemon, &key).await?;
     let store = daemon.containers.networks().clone();
-    blocking(move || store.remove(&info.name).map_err(network_error)).await?;
+    let name = info.name.clone();
+    blocking(move || store.remove(&name).map_err(network_error)).await?;
+    events::emit(
+        daemon.containers.events(),
+        Kind::Network,
+        "destroy",
+        &info.id,
+        &info.name,
+    );
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -459,15 +475,16 @@ async fn prune(daemon: DaemonState, query: Query) -> ApiResult<Json<NetworkPrune
                 .any(|c| c.config.networks.contains(&info.name));
             let old_enough =
                 until.is_none_or(|until| store.created(&info).is_some_and(|c| c < until));
-            let labels = &info.labels;
+            let label = |k: &str| info.labels.get(k).map(String::as_str);
             if named
                 || !old_enough
-                || !labels_match(&filters, |k| labels.get(k).map(String::as_str))
+                || !labels_match(&filters, label)
+                || labels_excluded(&filters, label)
             {
                 continue;
             }
             match store.remove(&info.name) {
-                Ok(_) => deleted.push(info.name),
+                Ok(_) => deleted.push(info),
                 // In use by a `wrun run` process: kept, as Docker keeps it.
                 Err(NetworkError::InUse { .. }) => {}
                 Err(e) => return Err(network_error(e)),
@@ -476,8 +493,17 @@ async fn prune(daemon: DaemonState, query: Query) -> ApiResult<Json<NetworkPrune
         Ok(deleted)
     })
     .await?;
+    for info in &deleted {
+        events::emit(
+            daemon.containers.events(),
+            Kind::Network,
+            "destroy",
+            &info.id,
+            &info.name,
+        );
+    }
     Ok(Json(NetworkPruneResponse {
-        networks_deleted: Some(deleted),
+        networks_deleted: Some(deleted.into_iter().map(|n| n.name).collect()),
     }))
 }
 

@@ -4,8 +4,8 @@
 //! Docker, it can then be neither removed nor pruned.
 
 use super::{
-    ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, empty, labels_match,
-    rfc3339,
+    ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, empty, events,
+    labels_excluded, labels_match, rfc3339,
 };
 use axum::Json;
 use axum::Router;
@@ -18,6 +18,7 @@ use bollard_stubs::models::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use wrun_runtime::container::events::Kind;
 use wrun_runtime::container::{ContainerError, MountSource, VolumeError, VolumeInfo, Volumes};
 use wrun_runtime::input::excerpt;
 
@@ -210,6 +211,7 @@ async fn create(
     }
     let labels: BTreeMap<String, String> = body.labels.unwrap_or_default().into_iter().collect();
     let name = body.name.unwrap_or_default();
+    let events = daemon.containers.events().clone();
     let info = blocking(move || {
         let volumes = volumes(&daemon);
         match name.as_str() {
@@ -219,6 +221,7 @@ async fn create(
         .map_err(volume_error)
     })
     .await?;
+    events::emit(&events, Kind::Volume, "create", &info.name, &info.name);
     Ok((StatusCode::CREATED, Json(to_docker(&info))).into_response())
 }
 
@@ -235,19 +238,24 @@ async fn remove(
     query: Query,
 ) -> ApiResult<Response> {
     let force = query.flag("force");
-    blocking(move || {
+    let events = daemon.containers.events().clone();
+    let removed = blocking(move || {
         let volumes = volumes(&daemon);
         match lookup(&volumes, &name) {
             Ok(_) => {}
-            Err(VolumeError::NotFound(_)) if force => return Ok(()),
+            Err(VolumeError::NotFound(_)) if force => return Ok(None),
             Err(e) => return Err(volume_error(e)),
         }
         if let Some(containers) = users(&daemon).remove(&name) {
             return Err(volume_error(VolumeError::InUse { name, containers }));
         }
-        volumes.remove(&name).map_err(volume_error)
+        volumes.remove(&name).map_err(volume_error)?;
+        Ok(Some(name))
     })
     .await?;
+    if let Some(name) = removed {
+        events::emit(&events, Kind::Volume, "destroy", &name, &name);
+    }
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -273,6 +281,7 @@ async fn prune(daemon: DaemonState, query: Query) -> ApiResult<Json<VolumePruneR
             )));
         }
     };
+    let events = daemon.containers.events().clone();
     let (deleted, bytes) = blocking(move || {
         let volumes = volumes(&daemon);
         let users = users(&daemon);
@@ -284,13 +293,7 @@ async fn prune(daemon: DaemonState, query: Query) -> ApiResult<Json<VolumePruneR
             let wanted = !users.contains_key(&info.name)
                 && (all || labels.contains_key(ANONYMOUS_LABEL))
                 && labels_match(&filters, label)
-                && !filters.get("label!").is_some_and(|excluded| {
-                    // As moby: excluded when it matches every `label!`.
-                    excluded.iter().all(|w| match w.split_once('=') {
-                        Some((key, value)) => label(key) == Some(value),
-                        None => label(w).is_some(),
-                    })
-                });
+                && !labels_excluded(&filters, label);
             if !wanted {
                 continue;
             }
@@ -307,6 +310,9 @@ async fn prune(daemon: DaemonState, query: Query) -> ApiResult<Json<VolumePruneR
         Ok((deleted, bytes))
     })
     .await?;
+    for name in &deleted {
+        events::emit(&events, Kind::Volume, "destroy", name, name);
+    }
     Ok(Json(VolumePruneResponse {
         volumes_deleted: Some(deleted),
         space_reclaimed: Some(i64::try_from(bytes).unwrap_or(i64::MAX)),

@@ -187,7 +187,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// The docker CLI, or a failure saying how to install it.
-fn docker_cli() -> PathBuf {
+pub(crate) fn docker_cli() -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("docker"))

@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod daemon;
 mod daemon_cli;
+mod daemon_events;
 mod daemon_networks;
 mod daemon_volumes;
 mod env;

@@ -11,6 +11,7 @@
 
 use super::config::{ContainerConfig, MountSource, Origin};
 use super::control::Control;
+use super::events::{Events, Kind};
 use super::logs::{self, Follow, LogWriter, ReadOptions, Stream};
 use super::restart::Backoff;
 use super::state::{State, Status, TransitionError};
@@ -19,14 +20,14 @@ use super::volumes::{VolumeError, Volumes};
 use super::{ContainerSpec, Overrides};
 use crate::image::{Image, ImageError, ImageStore, LockGuard};
 use crate::{App, Limits, Lookup, RunError, Runtime, SourceKind};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{oneshot, watch};
 use wrun_host_api::fds::FdBudget;
 use wrun_host_api::net::{
-    Address, Attachment, Namespace, NetSpec, NetworkError, NetworkStore, PublishedPort,
+    Address, Attachment, Namespace, NetSpec, NetworkError, NetworkInfo, NetworkStore, PublishedPort,
 };
 use wrun_host_api::{Access, Stdin, Volume};
 
@@ -301,6 +302,7 @@ struct Shared {
     root: PathBuf,
     services: Services,
     table: Mutex<Table>,
+    events: Events,
 }
 
 #[derive(Default)]
@@ -321,6 +323,7 @@ impl Containers {
                 root: root.clone(),
                 services,
                 table: Mutex::default(),
+                events: Events::default(),
             }),
         };
         let entries = std::fs::read_dir(&root).map_err(io("read", &root))?;
@@ -546,8 +549,49 @@ impl Containers {
             return Err(e);
         }
         table.by_name.insert(name, id.clone());
-        table.by_id.insert(id.clone(), container);
+        table.by_id.insert(id.clone(), container.clone());
+        drop(table);
+        self.emit(&container, "create", []);
         Ok(id)
+    }
+
+    /// The events of the containers and their networks.
+    pub fn events(&self) -> &Events {
+        &self.shared.events
+    }
+
+    /// A container event: its name, image and labels, and `extra`.
+    fn emit<const N: usize>(
+        &self,
+        container: &Container,
+        action: &str,
+        extra: [(&str, String); N],
+    ) {
+        let mut attributes = {
+            let config = lock(&container.config);
+            let mut attributes = config.labels.clone();
+            attributes.insert("image".to_owned(), config.image_name());
+            attributes.insert("name".to_owned(), config.name.clone());
+            attributes
+        };
+        for (key, value) in extra {
+            attributes.insert(key.to_owned(), value);
+        }
+        self.shared
+            .events
+            .emit(Kind::Container, action, &container.id, attributes);
+    }
+
+    /// A network event about a container.
+    fn emit_network(&self, info: &NetworkInfo, action: &str, container: &str) {
+        let attributes = BTreeMap::from([
+            ("container".to_owned(), container.to_owned()),
+            ("name".to_owned(), info.name.clone()),
+            ("type".to_owned(), "bridge".to_owned()),
+        ]);
+        self.shared
+            .events
+            .emit(Kind::Network, action, &info.id, attributes);
     }
 
     /// Every container, newest first.
@@ -657,6 +701,7 @@ impl Containers {
                 name: container.name(),
                 reason: e.to_string(),
             })?;
+        self.emit(container, "start", []);
         let this = self.clone();
         let container = container.clone();
         self.shared.services.guests.spawn(async move {
@@ -857,6 +902,11 @@ impl Containers {
             exit_code,
             error: error.clone(),
         };
+        // Before waiters are woken: a `stop` then reports `stop` after it.
+        if oom {
+            self.emit(container, "oom", []);
+        }
+        self.emit(container, "die", [("exitCode", exit_code.to_string())]);
         let restarts = container.end_run(
             |s| {
                 s.exited(SystemTime::now(), exit_code, error, oom);
@@ -958,8 +1008,10 @@ impl Containers {
         };
         let wait = self.wait(&container.id, WaitCondition::NextExit)?;
         container.update(|s| s.stopped_by_user = true);
+        self.emit(container, "kill", [("signal", signal.to_string())]);
         control.kill(signal);
         wait.await;
+        self.emit(container, "stop", []);
         Ok(())
     }
 
@@ -976,6 +1028,7 @@ impl Containers {
         };
         let wait = self.wait(&container.id, WaitCondition::NextExit)?;
         container.update(|s| s.stopped_by_user = true);
+        self.emit(&container, "kill", [("signal", signal.to_string())]);
         control.kill(signal);
         wait.await;
         Ok(())
@@ -989,7 +1042,9 @@ impl Containers {
             Ok(()) | Err(ContainerError::Unchanged(..)) => {}
             Err(e) => return Err(e),
         }
-        self.start_locked(&container, false).await
+        self.start_locked(&container, false).await?;
+        self.emit(&container, "restart", []);
+        Ok(())
     }
 
     pub fn pause(&self, key: &str) -> Result<(), ContainerError> {
@@ -1005,6 +1060,7 @@ impl Containers {
         if let Some(control) = control {
             control.pause();
         }
+        self.emit(&container, "pause", []);
         Ok(())
     }
 
@@ -1020,6 +1076,7 @@ impl Containers {
         if let Some(control) = container.control() {
             control.unpause();
         }
+        self.emit(&container, "unpause", []);
         Ok(())
     }
 
@@ -1050,7 +1107,9 @@ impl Containers {
             config.aliases.insert(info.name.clone(), aliases);
         }
         drop(config);
-        self.save_config_or_restore(&container, old)
+        self.save_config_or_restore(&container, old)?;
+        self.emit_network(&info, "connect", &container.id);
+        Ok(())
     }
 
     /// Takes a container that is not running off `network`.
@@ -1070,10 +1129,16 @@ impl Containers {
         config.networks.retain(|n| *n != info.name);
         config.aliases.remove(&info.name);
         drop(config);
-        self.save_config_or_restore(&container, old)
+        self.save_config_or_restore(&container, old)?;
+        self.emit_network(&info, "disconnect", &container.id);
+        Ok(())
     }
 
-    fn refuse_if_live(&self, container: &Container, what: &'static str) -> Result<(), ContainerError> {
+    fn refuse_if_live(
+        &self,
+        container: &Container,
+        what: &'static str,
+    ) -> Result<(), ContainerError> {
         if lock(&container.state).status.is_live() {
             return Err(ContainerError::Conflict {
                 what,
@@ -1123,6 +1188,8 @@ impl Containers {
         table
             .by_name
             .insert(new_name.to_owned(), container.id.clone());
+        drop(table);
+        self.emit(&container, "rename", [("oldName", format!("/{old}"))]);
         Ok(())
     }
 
@@ -1176,6 +1243,9 @@ impl Containers {
         };
         lock(&container.attachers).clear();
         container.progress.send_modify(|p| p.removed = true);
+        if removed.is_ok() {
+            self.emit(container, "destroy", []);
+        }
         removed
     }
 

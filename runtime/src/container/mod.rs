@@ -9,6 +9,7 @@
 
 mod config;
 mod control;
+pub mod events;
 pub mod logs;
 mod manager;
 mod restart;
