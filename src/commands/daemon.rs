@@ -33,6 +33,13 @@ pub struct DaemonCommand {
     /// when XDG_RUNTIME_DIR is unset]
     #[arg(short = 'H', long = "host", value_name = "unix://PATH")]
     pub host: Option<String>,
+
+    /// The most client connections served at once; further clients wait
+    /// until one closes (a `logs -f`, `attach` or `events` holds one for
+    /// as long as it follows).
+    #[arg(long, value_name = "N", default_value_t = daemon::listener::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
 }
 
 /// The socket the daemon listens on by default, and clients find it at.
@@ -114,8 +121,10 @@ impl DaemonCommand {
             });
             eprintln!("wrun daemon: listening on unix://{}", socket.display());
             let router = daemon::router(state);
+            let max_connections = self.max_connections;
             let (stop, stopped) = tokio::sync::oneshot::channel::<&'static str>();
             let server = tokio::spawn(async move {
+                let listener = daemon::listener::Bounded::new(listener, max_connections as usize);
                 axum::serve(listener, router)
                     .with_graceful_shutdown(async move {
                         let _ = stopped.await;

@@ -11,6 +11,7 @@
 mod containers;
 mod events;
 mod images;
+pub mod listener;
 mod networks;
 mod streams;
 mod system;
@@ -256,7 +257,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> axum::extract::Fr
     async fn from_request(request: Request, state: &S) -> ApiResult<JsonBody<T>> {
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|e| ApiError::bad_request(format!("failed to read the request body: {e}")))?;
+            .map_err(|e| {
+                ApiError::new(
+                    e.status(),
+                    format!("failed to read the request body (at most {MAX_BODY} bytes): {e}"),
+                )
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(T::default()));
         }

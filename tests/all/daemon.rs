@@ -17,15 +17,22 @@ pub(crate) struct Daemon {
     /// For `docker`'s config (so the user's contexts and credentials are
     /// never read).
     docker_config: tempfile::TempDir,
+    flags: Vec<String>,
     process: Option<Running>,
 }
 
 impl Daemon {
     pub(crate) fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// A daemon started with `flags`.
+    pub(crate) fn start_with(flags: &[&str]) -> Daemon {
         let mut daemon = Daemon {
             home: tempdir(),
             xdg: tempdir(),
             docker_config: tempdir(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
             process: None,
         };
         daemon.launch();
@@ -33,9 +40,20 @@ impl Daemon {
     }
 
     pub(crate) fn launch(&mut self) {
-        let running = self.wrun().arg("daemon").spawn();
+        let running = self.wrun().arg("daemon").args(&self.flags).spawn();
         running.wait_for_line("listening on unix://");
         self.process = Some(running);
+    }
+
+    /// The daemon's resident memory now, in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let pid = self.process.as_ref().expect("running").pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
     }
 
     /// No container is listed, and none left a directory behind.

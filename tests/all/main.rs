@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod crash;
 mod daemon;
+mod daemon_abuse;
 mod daemon_cli;
 mod daemon_events;
 mod daemon_networks;
