@@ -223,23 +223,20 @@ pub struct TagCommand {
 impl TagCommand {
     pub fn execute(self) -> anyhow::Result<i32> {
         let store = image_store()?;
-        let entry = store.find(&self.source)?;
-        let target = ImageRef::parse(&self.target)?;
-        let Some(name) = target.tagged() else {
-            bail!(
-                "cannot tag `{}`: a target names a tag, not a digest",
-                self.target
-            );
-        };
-        store.tag(&name, &entry.descriptor)?;
+        store.add_name(&self.source, &self.target)?;
         Ok(0)
     }
 }
 
-/// Remove images by name; their blobs are deleted unless another image uses
-/// them.
+/// Remove images, as `docker rmi`: a name is removed, and the image with its
+/// last name; an image ID removes the image with all its names (which
+/// needs --force when it has several). Blobs are deleted unless another
+/// image, or a running app, uses them.
 #[derive(clap::Args)]
 pub struct RmiCommand {
+    /// Remove an image by ID even when it has several names.
+    #[arg(short, long)]
+    force: bool,
     /// Images: NAME[:TAG], NAME@DIGEST or an image ID.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<String>,
@@ -252,11 +249,17 @@ impl RmiCommand {
         // the exit code is that of the last failure.
         let mut code = 0;
         for name in &self.images {
-            match store.untag(name) {
-                Ok(entry) => match entry.name {
-                    Some(name) => println!("Untagged: {name}"),
-                    None => println!("Deleted: {}", entry.descriptor.digest),
-                },
+            // Containers are the daemon's: `wrun rmi` knows of none (their
+            // images' blobs stay while they exist, see `ImageStore`).
+            match store.remove(name, self.force, |_| Vec::new()) {
+                Ok(report) => {
+                    for name in &report.untagged {
+                        println!("Untagged: {name}");
+                    }
+                    if let (true, Some(digest)) = (report.untagged.is_empty(), &report.deleted) {
+                        println!("Deleted: {digest}");
+                    }
+                }
                 Err(e) => {
                     let e = anyhow::Error::from(e);
                     eprintln!("wrun: {}", crate::exit::describe(&e));

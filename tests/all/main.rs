@@ -11,6 +11,7 @@ mod daemon;
 mod daemon_abuse;
 mod daemon_cli;
 mod daemon_events;
+mod daemon_images;
 mod daemon_networks;
 mod daemon_volumes;
 mod env;

@@ -32,11 +32,14 @@ pub use build::{BuildSpec, FileTree, build_image, toml_error};
 pub use defaults::RunDefaults;
 pub use registry::{
     AuthFile, Credentials, Progress, ProgressFn, PullReport, PushReport, Registry, RegistryOptions,
-    check_login,
+    check_login, is_local as is_local_registry,
 };
 pub use resolve::{AppSource as ImageApp, Image, ImageKind};
 pub use spec::{ComponentInfo, Descriptor, Digest, Index, Manifest, WasmConfig};
-pub use store::{ImageEntry, ImageStore, LockGuard, PruneImages, PruneReport, StoreUsage};
+pub use store::{
+    ImageEntry, ImageStore, ImageUser, LockGuard, PruneImages, PruneReport, RemoveReport,
+    StoreUsage,
+};
 pub use unpack::Limits as UnpackLimits;
 pub use volumes::{AnonymousVolume, VolumeUsage, anonymous_volumes, prune_volumes};
 
@@ -73,6 +76,19 @@ pub enum ImageError {
     Unpack(unpack::UnpackError),
     #[error("registry `{registry}`: {reason}")]
     Registry { registry: String, reason: String },
+    /// The registry answered that it has no such image (its manifest or
+    /// repository is unknown): Docker's `manifest unknown`.
+    #[error("registry `{registry}`: manifest for `{reference}` not found: {reason}")]
+    NotInRegistry {
+        registry: String,
+        reference: String,
+        reason: String,
+    },
+    /// A removal that Docker would refuse without force (or at all): the
+    /// image has several names, or a container uses it. The message is
+    /// Docker's own, which clients show.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Build(String),
     /// A user file too large or unreadable (see [`crate::input`]).
@@ -223,6 +239,12 @@ impl ImageRef {
         } else {
             format!("{}/{}", self.registry, self.repository)
         }
+    }
+
+    /// The repository's path in its registry (`library/hello` on Docker
+    /// Hub, `team/app`), as Docker's pull progress names it.
+    pub fn path(&self) -> &str {
+        &self.repository
     }
 
     pub fn tag(&self) -> Option<&str> {

@@ -37,6 +37,61 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+impl Credentials {
+    /// The credentials a Docker client sends in `X-Registry-Auth`: base64url
+    /// (padded or not) of JSON with `username` and `password`, or `auth` as
+    /// base64 of `user:password`. `None` when it carries none (the CLI's
+    /// `{}`, or only an identity token, which wrun does not use).
+    pub fn from_registry_auth_header(value: &str) -> Result<Option<Credentials>, ImageError> {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+        #[derive(serde::Deserialize, Default)]
+        struct Header {
+            #[serde(default)]
+            username: String,
+            #[serde(default)]
+            password: String,
+            #[serde(default)]
+            auth: String,
+        }
+        let invalid = |reason: String| ImageError::InvalidDocument {
+            what: "X-Registry-Auth header".to_owned(),
+            reason,
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let json = [URL_SAFE, URL_SAFE_NO_PAD, STANDARD]
+            .iter()
+            .find_map(|engine| engine.decode(value).ok())
+            .ok_or_else(|| invalid("it is not base64".to_owned()))?;
+        let header: Header = serde_json::from_slice(&json)
+            .map_err(|e| invalid(format!("it is not the JSON of an auth config: {e}")))?;
+        if !header.username.is_empty() {
+            return Ok(Some(Credentials {
+                username: header.username,
+                password: header.password,
+            }));
+        }
+        if header.auth.is_empty() {
+            return Ok(None);
+        }
+        let pair = STANDARD
+            .decode(header.auth.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        match pair.as_deref().and_then(|p| p.split_once(':')) {
+            Some((user, password)) => Ok(Some(Credentials {
+                username: user.to_owned(),
+                password: password.to_owned(),
+            })),
+            None => Err(invalid(
+                "its `auth` is not base64 of `user:password`".to_owned(),
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
     /// Plain HTTP; only allowed for registries on this machine.
@@ -163,7 +218,14 @@ impl Registry {
             .client
             .pull_manifest_raw(oci, &self.auth, ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| self.failed(format_args!("failed to pull `{reference}`"), &e))?;
+            .map_err(|e| match not_found(&e) {
+                Some(reason) => ImageError::NotInRegistry {
+                    registry: self.host.clone(),
+                    reference: reference.to_string(),
+                    reason,
+                },
+                None => self.failed(format_args!("failed to pull `{reference}`"), &e),
+            })?;
         let mut manifest_bytes = bytes.to_vec();
         let mut digest = Digest::of(&manifest_bytes);
         if let Some(wanted) = reference.digest()
@@ -466,8 +528,43 @@ fn blob_stream(
     .boxed()
 }
 
-/// Whether plain HTTP to `host` stays on this machine.
-fn is_local(host: &str) -> bool {
+/// What the registry said when it has no such manifest or repository (as
+/// moby's `translatePullError` reads a pull's first answer).
+fn not_found(e: &oci_client::errors::OciDistributionError) -> Option<String> {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as Code};
+    match e {
+        E::RegistryError { envelope, .. } => {
+            let reasons: Vec<String> = envelope
+                .errors
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.code,
+                        Code::ManifestUnknown | Code::NameUnknown | Code::NotFound
+                    )
+                })
+                .map(|e| match e.message.is_empty() {
+                    true => "manifest unknown".to_owned(),
+                    false => e.message.clone(),
+                })
+                .collect();
+            (!reasons.is_empty()).then(|| reasons.join("; "))
+        }
+        E::ServerError {
+            code: 404, message, ..
+        } => Some(match message.trim() {
+            "" => "manifest unknown".to_owned(),
+            text => crate::input::excerpt(text).to_string(),
+        }),
+        E::ImageManifestNotFoundError(reason) => Some(reason.clone()),
+        _ => None,
+    }
+}
+
+/// Whether plain HTTP to `host` stays on this machine (localhost,
+/// 127.0.0.0/8, ::1): the registries `--insecure` may reach, and those
+/// Docker treats as insecure by default.
+pub fn is_local(host: &str) -> bool {
     let name = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
@@ -713,6 +810,36 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert!(file.remove("127.0.0.1:5000").unwrap());
         assert_eq!(file.get("127.0.0.1:5000").unwrap(), None);
+    }
+
+    /// What the docker CLI and docker-py send in `X-Registry-Auth`.
+    #[test]
+    fn registry_auth_headers() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+        let parse = Credentials::from_registry_auth_header;
+        assert_eq!(parse("e30=").unwrap(), None, "the CLI's `{{}}`");
+        assert_eq!(parse("").unwrap(), None);
+        let me = Credentials {
+            username: "me".into(),
+            password: "p/ss?".into(),
+        };
+        let json = r#"{"username":"me","password":"p/ss?","serveraddress":"127.0.0.1:5000"}"#;
+        for engine in [URL_SAFE, URL_SAFE_NO_PAD, STANDARD] {
+            assert_eq!(parse(&engine.encode(json)).unwrap(), Some(me.clone()));
+        }
+        let auth = format!(r#"{{"auth":"{}"}}"#, STANDARD.encode("me:p/ss?"));
+        assert_eq!(parse(&URL_SAFE.encode(auth)).unwrap(), Some(me));
+        assert_eq!(
+            parse(&URL_SAFE.encode(r#"{"identitytoken":"t"}"#)).unwrap(),
+            None
+        );
+        let err = parse("%%%").unwrap_err().to_string();
+        assert!(
+            err.contains("X-Registry-Auth header") && err.contains("not base64"),
+            "{err}"
+        );
+        let err = parse(&URL_SAFE.encode("[1]")).unwrap_err().to_string();
+        assert!(err.contains("not the JSON of an auth config"), "{err}");
     }
 
     #[test]

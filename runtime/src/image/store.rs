@@ -65,6 +65,23 @@ pub struct PruneReport {
     pub bytes: u64,
 }
 
+/// A container that uses an image, as [`ImageStore::remove`] is told.
+#[derive(Debug, Clone)]
+pub struct ImageUser {
+    pub id: String,
+    /// Running (or paused, or restarting), as opposed to stopped.
+    pub running: bool,
+}
+
+/// What [`ImageStore::remove`] did.
+#[derive(Debug, Default)]
+pub struct RemoveReport {
+    /// The names removed.
+    pub untagged: Vec<String>,
+    /// The image (its manifest digest), if it went too.
+    pub deleted: Option<Digest>,
+}
+
 /// Which images [`ImageStore::prune_images`] removes (besides blobs no image
 /// needs, temporary files, and trees of images that are gone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,44 +428,141 @@ impl ImageStore {
     }
 
     /// Finds an image by `name[:tag]`, `name@digest`, or an ID (a prefix of
-    /// at least 12 hex digits of its manifest digest, as `wrun images` shows).
+    /// at least 12 hex digits of its manifest digest, as `wrun images` shows,
+    /// or of any length after `sha256:`) that only one image has.
     pub fn find(&self, reference: &str) -> Result<ImageEntry, ImageError> {
-        let entries = self.entries()?;
-        let not_found = || ImageError::NotFound {
-            reference: reference.to_owned(),
+        find_entry(&self.entries()?, reference)
+    }
+
+    /// Gives the image `source` names (as [`ImageStore::find`] takes it) the
+    /// name `target` as well (`wrun tag`, `docker tag`); returns the name as
+    /// stored (`hello:1` for `docker.io/library/hello:1`).
+    pub fn add_name(&self, source: &str, target: &str) -> Result<String, ImageError> {
+        let entry = self.find(source)?;
+        let Some(name) = ImageRef::parse(target)?.tagged() else {
+            return Err(ImageError::InvalidReference {
+                reference: crate::input::excerpt(target).to_string(),
+                reason: "a new name needs a tag, not a digest".to_owned(),
+            });
         };
-        let id = reference.strip_prefix("sha256:").unwrap_or(reference);
-        if id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let id = id.to_ascii_lowercase();
-            if let Some(entry) = entries
+        self.tag(&name, &entry.descriptor)?;
+        Ok(name)
+    }
+
+    /// Removes `reference` as `docker rmi` does (moby's `ImageDelete`). A
+    /// name is untagged, and the image goes with its last name; an ID or a
+    /// digest removes the image with all its names, which must be `force`d
+    /// when it has several. `users` says which containers use an image
+    /// (by manifest digest): none may be running, and none stopped unless
+    /// `force`d; an image that loses its last name to a forced untag while
+    /// a container runs keeps existing, unnamed. Blobs go at the next prune,
+    /// and never while a running app holds them (see the module docs).
+    pub fn remove(
+        &self,
+        reference: &str,
+        force: bool,
+        users: impl FnOnce(&Digest) -> Vec<ImageUser>,
+    ) -> Result<RemoveReport, ImageError> {
+        self.update_index(|index| {
+            let entries: Vec<ImageEntry> = index
+                .manifests
                 .iter()
-                .find(|e| e.descriptor.digest.hex().starts_with(&id))
-            {
-                return Ok(entry.clone());
-            }
-        }
-        let parsed = ImageRef::parse(reference)?;
-        if let Some(digest) = parsed.digest() {
-            let repository = parsed.repository();
-            // An image pulled by the digest of a multi-platform index is
-            // stored as its platform's manifest, under the name it was
-            // pulled by.
-            let pulled_as = parsed.to_string();
-            return entries
-                .into_iter()
-                .filter(|e| e.descriptor.digest == digest || e.name.as_ref() == Some(&pulled_as))
-                .min_by_key(|e| {
-                    // Prefer an entry of the same repository for its name.
-                    let same = e.name.as_deref().and_then(|n| ImageRef::parse(n).ok());
-                    same.is_none_or(|r| r.repository() != repository)
+                .map(|descriptor| ImageEntry {
+                    name: entry_name(descriptor),
+                    descriptor: descriptor.clone(),
                 })
-                .ok_or_else(not_found);
-        }
-        let wanted = parsed.tagged();
-        entries
-            .into_iter()
-            .find(|e| e.name.is_some() && e.name == wanted)
-            .ok_or_else(not_found)
+                .collect();
+            let entry = find_entry(&entries, reference)?;
+            let digest = entry.descriptor.digest.clone();
+            let names: Vec<String> = entries
+                .iter()
+                .filter(|e| e.descriptor.digest == digest)
+                .filter_map(|e| e.name.clone())
+                .collect();
+            let users = users(&digest);
+            let running = users.iter().find(|u| u.running);
+            let stopped = users.iter().find(|u| !u.running);
+            let short = |id: &str| id.chars().take(12).collect::<String>();
+            let conflict = |hard: bool, why: String| {
+                let how = if hard {
+                    "cannot be forced"
+                } else {
+                    "must be forced"
+                };
+                ImageError::Conflict(format!(
+                    "conflict: unable to delete {} ({how}) - {why}",
+                    digest.short()
+                ))
+            };
+            let mut report = RemoveReport::default();
+            match entry
+                .name
+                .as_ref()
+                .filter(|_| !names_by_id(reference, &digest))
+            {
+                Some(name) => {
+                    if !force
+                        && names.len() == 1
+                        && let Some(user) = users.first()
+                    {
+                        return Err(ImageError::Conflict(format!(
+                            "conflict: unable to remove repository reference \"{}\" (must force) \
+                             - container {} is using its referenced image {}",
+                            crate::input::excerpt(reference),
+                            short(&user.id),
+                            digest.short()
+                        )));
+                    }
+                    index
+                        .manifests
+                        .retain(|m| entry_name(m).as_ref() != Some(name));
+                    report.untagged.push(name.clone());
+                    // Other names keep it; a container still running keeps it
+                    // unnamed (moby ignores the conflict of an untag).
+                    if names.len() > 1 {
+                        return Ok(report);
+                    }
+                    if running.is_some() {
+                        let mut unnamed = entry.descriptor.clone();
+                        unnamed.annotations.clear();
+                        index.manifests.push(unnamed);
+                        return Ok(report);
+                    }
+                }
+                None => {
+                    if let Some(user) = running {
+                        return Err(conflict(
+                            true,
+                            format!(
+                                "image is being used by running container {}",
+                                short(&user.id)
+                            ),
+                        ));
+                    }
+                    if !force {
+                        if names.len() > 1 {
+                            return Err(conflict(
+                                false,
+                                "image is referenced in multiple repositories".to_owned(),
+                            ));
+                        }
+                        if let Some(user) = stopped {
+                            return Err(conflict(
+                                false,
+                                format!(
+                                    "image is being used by stopped container {}",
+                                    short(&user.id)
+                                ),
+                            ));
+                        }
+                    }
+                    report.untagged = names;
+                }
+            }
+            index.manifests.retain(|m| m.digest != digest);
+            report.deleted = Some(digest);
+            Ok(report)
+        })
     }
 
     /// Removes the name `reference`; the image's blobs go at the next prune.
@@ -680,6 +794,69 @@ impl ImageStore {
             .map_err(|e| ImageError::io("failed to lock", &path)(e.into()))?;
         Ok(LockGuard { _file: file })
     }
+}
+
+/// The image `reference` names among `entries`; see [`ImageStore::find`].
+fn find_entry(entries: &[ImageEntry], reference: &str) -> Result<ImageEntry, ImageError> {
+    let not_found = || ImageError::NotFound {
+        reference: reference.to_owned(),
+    };
+    if let Some(id) = id_prefix(reference) {
+        let mut found = entries
+            .iter()
+            .filter(|e| e.descriptor.digest.hex().starts_with(&id));
+        if let Some(entry) = found.next() {
+            if found.any(|e| e.descriptor.digest != entry.descriptor.digest) {
+                return Err(ImageError::InvalidReference {
+                    reference: crate::input::excerpt(reference).to_string(),
+                    reason: "more than one image has an ID starting so".to_owned(),
+                });
+            }
+            return Ok(entry.clone());
+        }
+    }
+    let parsed = ImageRef::parse(reference)?;
+    if let Some(digest) = parsed.digest() {
+        let repository = parsed.repository();
+        // An image pulled by the digest of a multi-platform index is
+        // stored as its platform's manifest, under the name it was
+        // pulled by.
+        let pulled_as = parsed.to_string();
+        return entries
+            .iter()
+            .filter(|e| e.descriptor.digest == digest || e.name.as_ref() == Some(&pulled_as))
+            .min_by_key(|e| {
+                // Prefer an entry of the same repository for its name.
+                let same = e.name.as_deref().and_then(|n| ImageRef::parse(n).ok());
+                same.is_none_or(|r| r.repository() != repository)
+            })
+            .cloned()
+            .ok_or_else(not_found);
+    }
+    let wanted = parsed.tagged();
+    entries
+        .iter()
+        .find(|e| e.name.is_some() && e.name == wanted)
+        .cloned()
+        .ok_or_else(not_found)
+}
+
+/// The ID prefix `reference` may be, lowercase: 12 or more hex digits (as
+/// `wrun images` and `docker images` show IDs), or any number after
+/// `sha256:` (docker-py's `short_id` has 10).
+fn id_prefix(reference: &str) -> Option<String> {
+    let (id, explicit) = match reference.strip_prefix("sha256:") {
+        Some(id) => (id, true),
+        None => (reference, false),
+    };
+    let hex = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && (explicit || id.len() >= 12)).then(|| id.to_ascii_lowercase())
+}
+
+/// Whether `reference`, which found the image `digest`, named it by its
+/// content (an ID or a digest) rather than by one of its names.
+fn names_by_id(reference: &str, digest: &Digest) -> bool {
+    reference.contains('@') || id_prefix(reference).is_some_and(|id| digest.hex().starts_with(&id))
 }
 
 /// Whether a live process holds a (shared) lock on `path`.
@@ -1032,6 +1209,76 @@ mod tests {
         assert!(!store.has_blob(&running), "gone once the app ended");
         assert!(matches!(
             store.mark_in_use(&running.digest),
+            Err(ImageError::NotFound { .. })
+        ));
+    }
+
+    /// `docker rmi`'s rules: names one at a time, IDs all at once (forced
+    /// when several), containers in the way, IDs of any length after
+    /// `sha256:`.
+    #[test]
+    fn remove_follows_docker() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(home.path()).unwrap();
+        let image = |payload: &[u8]| {
+            let layer = store.put("application/wasm", payload).unwrap();
+            let config = store.put(spec::WASM_CONFIG, b"{}").unwrap();
+            let manifest = spec::Manifest {
+                schema_version: 2,
+                media_type: Some(MANIFEST.into()),
+                artifact_type: None,
+                config,
+                layers: vec![layer],
+                annotations: Default::default(),
+            };
+            store.put(MANIFEST, &spec::to_json(&manifest)).unwrap()
+        };
+        let none = |_: &Digest| Vec::new();
+        let m = image(b"\0asm one");
+        store.tag("a:1", &m).unwrap();
+        assert_eq!(
+            store.add_name("a:1", "docker.io/library/b:2").unwrap(),
+            "b:2"
+        );
+        assert!(store.add_name("a:1", &format!("c@{}", m.digest)).is_err());
+        let id = m.digest.short().to_owned();
+        let err = store.remove(&id, false, none).unwrap_err().to_string();
+        assert!(err.contains("referenced in multiple repositories"), "{err}");
+        let report = store.remove("a:1", false, none).unwrap();
+        assert_eq!(
+            (report.untagged, report.deleted),
+            (vec!["a:1".into()], None)
+        );
+        let stopped = |_: &Digest| {
+            vec![ImageUser {
+                id: "c0ffee".repeat(8),
+                running: false,
+            }]
+        };
+        let err = store.remove("b:2", false, stopped).unwrap_err().to_string();
+        assert!(err.contains("container c0ffeec0ffee is using"), "{err}");
+        let running = |_: &Digest| {
+            vec![ImageUser {
+                id: "beef".repeat(16),
+                running: true,
+            }]
+        };
+        let err = store.remove(&id, true, running).unwrap_err().to_string();
+        assert!(err.contains("(cannot be forced)"), "{err}");
+        // Forced off its last name while it runs: kept, unnamed.
+        let report = store.remove("b:2", true, running).unwrap();
+        assert_eq!(
+            (report.untagged, report.deleted),
+            (vec!["b:2".into()], None)
+        );
+        let entries = store.entries().unwrap();
+        assert!(entries.len() == 1 && entries[0].name.is_none());
+        let short = &format!("sha256:{}", &m.digest.hex()[..10]);
+        let report = store.remove(short, false, none).unwrap();
+        assert_eq!(report.deleted, Some(m.digest.clone()));
+        assert!(store.entries().unwrap().is_empty());
+        assert!(matches!(
+            store.remove("ghost", true, none),
             Err(ImageError::NotFound { .. })
         ));
     }
