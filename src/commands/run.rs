@@ -338,7 +338,6 @@ impl RunCommand {
             (o.cpu_time.is_some(), "--cpu-time"),
             (!o.allow_outbound.is_empty(), "--allow-outbound"),
             (o.allow_precompiled, "--allow-precompiled"),
-            (o.interactive, "-i"),
         ];
         if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
             bail!("{flag} is not supported with -d yet: run the app in the foreground");
@@ -421,6 +420,8 @@ impl RunCommand {
                     .collect(),
             ),
             working_dir: overrides.workdir,
+            // `-d -i`: stdin kept open for a later `attach`, as Docker's.
+            open_stdin: Some(o.interactive),
             host_config: Some(host_config),
             networking_config: o.networks.first().map(|network| {
                 let endpoint = bollard::models::EndpointSettings {

@@ -3,6 +3,7 @@
 //! snapshots back into Docker JSON; what a container is and does is the
 //! model's business.
 
+use super::networks;
 use super::streams::{Framing, Output};
 use super::{
     ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, ZERO_TIME, empty,
@@ -17,16 +18,15 @@ use axum::routing::{delete, get, post};
 use bollard_stubs::models::{
     ContainerConfig as DockerConfig, ContainerCreateResponse, ContainerInspectResponse,
     ContainerState, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryHostConfig,
-    ContainerSummaryNetworkSettings, ContainerWaitResponse, HostConfig,
-    HostConfigLogConfig, MountPoint, MountPointTypeEnum, NetworkSettings, NetworkingConfig, Port,
-    PortBinding, PortTypeEnum, RestartPolicy, RestartPolicyNameEnum,
+    ContainerSummaryNetworkSettings, ContainerWaitResponse, HostConfig, HostConfigLogConfig,
+    MountPoint, MountPointTypeEnum, NetworkSettings, NetworkingConfig, Port, PortBinding,
+    PortTypeEnum, RestartPolicy, RestartPolicyNameEnum,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use super::networks;
 use wrun_host_api::net::{NetworkInfo, PortMapping, Protocol};
 use wrun_runtime::container::logs::{LogOptions, ReadOptions};
 use wrun_runtime::container::{
@@ -134,12 +134,7 @@ fn translate(name: String, body: CreateBody) -> ApiResult<(ContainerConfig, Vec<
         .collect();
     config.tty = docker.tty.unwrap_or(false);
     config.open_stdin = docker.open_stdin.unwrap_or(false);
-    if config.open_stdin {
-        warnings.push(
-            "stdin is not forwarded to containers of the wrun daemon yet: the app's stdin is empty"
-                .to_owned(),
-        );
-    }
+    config.stdin_once = docker.stdin_once.unwrap_or(false);
     config.stop_timeout = docker.stop_timeout.and_then(|t| u64::try_from(t).ok());
     for bind in host.binds.iter().flatten() {
         config.mounts.push(parse_bind(bind)?);
@@ -221,7 +216,9 @@ fn translate(name: String, body: CreateBody) -> ApiResult<(ContainerConfig, Vec<
     }
     // API 1.44 and later may name several networks at create; each may
     // carry aliases (compose's service names).
-    let endpoints = networking.and_then(|n| n.endpoints_config).unwrap_or_default();
+    let endpoints = networking
+        .and_then(|n| n.endpoints_config)
+        .unwrap_or_default();
     let mut endpoints: Vec<_> = endpoints.into_iter().collect();
     endpoints.sort_by(|a, b| a.0.cmp(&b.0));
     for (network, endpoint) in endpoints {
@@ -664,6 +661,7 @@ fn inspect_response(
             labels: Some(config.labels.clone().into_iter().collect()),
             tty: Some(config.tty),
             open_stdin: Some(config.open_stdin),
+            stdin_once: Some(config.stdin_once),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             exposed_ports: Some(
@@ -1091,6 +1089,11 @@ async fn attach(
         true => Some(daemon.containers.attach(&id)?),
         false => None,
     };
+    // What the client sends after the upgrade is the container's stdin.
+    let stdin = match query.flag("stdin") && query.flag("stream") {
+        true => daemon.containers.stdin(&id)?,
+        false => None,
+    };
     let upgrade = request
         .headers()
         .get(header::UPGRADE)
@@ -1118,7 +1121,10 @@ async fn attach(
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        let (input, mut io) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        // Its own task: output must flow while input waits, and the other
+        // way round. It ends with the client's input, or with the output.
+        let forward = stdin.map(|stdin| tokio::spawn(forward_stdin(input, stdin)));
         let follow = match follower {
             Some(follower) => follower.await,
             None => None,
@@ -1129,10 +1135,13 @@ async fn attach(
         while let Some(frame) = futures_util::StreamExt::next(&mut frames).await {
             if io.write_all(&frame).await.is_err() {
                 // The client went away; the container runs on.
-                return;
+                break;
             }
         }
         let _ = io.shutdown().await;
+        if let Some(forward) = forward {
+            forward.abort();
+        }
     });
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -1141,6 +1150,28 @@ async fn attach(
         .header(header::UPGRADE, "tcp")
         .body(Body::empty())
         .unwrap_or_default())
+}
+
+/// Copies an attached client's input into the container's stdin until the
+/// client's input ends (the CLI half-closes its connection) or the stdin
+/// closes. Bounded: one buffer, and the pipe's 64 KiB.
+async fn forward_stdin(
+    mut input: impl tokio::io::AsyncRead + Unpin,
+    stdin: wrun_runtime::container::StdinWriter,
+) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = vec![0u8; 16 << 10];
+    loop {
+        match input.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if stdin.write(&buffer[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    stdin.finish();
 }
 
 #[cfg(test)]

@@ -134,6 +134,18 @@ impl Daemon {
         self.docker_env(args, &[])
     }
 
+    /// Runs the docker CLI with `input` as its stdin.
+    #[track_caller]
+    pub(crate) fn docker_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut cmd = Command::new(docker_cli());
+        cmd.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env("DOCKER_CONFIG", self.docker_config.path())
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION");
+        run_bounded_with_input(cmd, Some(input.to_vec()))
+    }
+
     #[track_caller]
     pub(crate) fn docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(docker_cli());
@@ -219,11 +231,25 @@ pub(crate) fn docker_cli() -> PathBuf {
 
 /// Runs `cmd` to its end (at most 120 s), collecting its output.
 #[track_caller]
-pub(crate) fn run_bounded(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+pub(crate) fn run_bounded(cmd: Command) -> Output {
+    run_bounded_with_input(cmd, None)
+}
+
+/// [`run_bounded`], with `input` as its stdin (then closed).
+#[track_caller]
+pub(crate) fn run_bounded_with_input(mut cmd: Command, input: Option<Vec<u8>>) -> Output {
+    cmd.stdin(match input {
+        Some(_) => Stdio::piped(),
+        None => Stdio::null(),
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
     let mut stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
     let out = std::thread::spawn(move || {

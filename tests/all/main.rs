@@ -13,6 +13,7 @@ mod daemon_cli;
 mod daemon_events;
 mod daemon_images;
 mod daemon_networks;
+mod daemon_stdin;
 mod daemon_volumes;
 mod env;
 mod images;

@@ -76,6 +76,10 @@ pub struct ContainerConfig {
     pub log: LogOptions,
     /// Its stdin stays open for an attached client (`-i`).
     pub open_stdin: bool,
+    /// Its stdin closes when the first attached client's input ends
+    /// (Docker's `StdinOnce`, which `docker run -i` sets).
+    #[serde(default)]
+    pub stdin_once: bool,
     pub tty: bool,
     /// Seconds `stop` waits before it kills (Docker's default: 10).
     pub stop_timeout: Option<u64>,
@@ -104,6 +108,7 @@ impl ContainerConfig {
             labels: BTreeMap::new(),
             log: LogOptions::default(),
             open_stdin: false,
+            stdin_once: false,
             tty: false,
             stop_timeout: None,
         }

@@ -176,6 +176,60 @@ struct Container {
     _image: Option<LockGuard>,
     /// Held while its files are written or removed; true once removed.
     files: Mutex<bool>,
+    /// Its stdin, with `open_stdin`.
+    stdin: Mutex<StdinPipe>,
+}
+
+/// How many bytes of a container's stdin wait for the guest to read them
+/// before a writing client is held back.
+const STDIN_BUFFER: usize = 64 << 10;
+
+/// A container's stdin: the end its next run reads, and the end attached
+/// clients write. A run takes the reader; a new pair is made when a run or
+/// a client finds its end gone.
+#[derive(Default)]
+struct StdinPipe {
+    reader: Option<tokio::io::DuplexStream>,
+    writer: Option<Arc<tokio::sync::Mutex<tokio::io::DuplexStream>>>,
+}
+
+impl StdinPipe {
+    fn renew(&mut self) {
+        let (writer, reader) = tokio::io::duplex(STDIN_BUFFER);
+        self.reader = Some(reader);
+        self.writer = Some(Arc::new(tokio::sync::Mutex::new(writer)));
+    }
+}
+
+/// An attached client's way into a container's stdin.
+pub struct StdinWriter {
+    writer: Arc<tokio::sync::Mutex<tokio::io::DuplexStream>>,
+    container: Arc<Container>,
+}
+
+impl StdinWriter {
+    /// Writes all of `bytes`, waiting while the guest has not read what
+    /// came before (at most 64 KiB wait); an error when its stdin closed.
+    pub async fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        self.writer.lock().await.write_all(bytes).await
+    }
+
+    /// The client's input ended. With `stdin_once` the guest's stdin ends
+    /// too (once every writer is gone); else it stays open for the next
+    /// client.
+    pub fn finish(self) {
+        if lock(&self.container.config).stdin_once {
+            let mut pipe = lock(&self.container.stdin);
+            if pipe
+                .writer
+                .as_ref()
+                .is_some_and(|w| Arc::ptr_eq(w, &self.writer))
+            {
+                pipe.writer = None;
+            }
+        }
+    }
 }
 
 /// A run in progress.
@@ -407,6 +461,7 @@ impl Containers {
             attachers: Mutex::default(),
             _image: image,
             files: Mutex::new(false),
+            stdin: Mutex::default(),
         });
         if died {
             container.save_state()?;
@@ -539,6 +594,7 @@ impl Containers {
             attachers: Mutex::default(),
             _image: image,
             files: Mutex::new(false),
+            stdin: Mutex::default(),
         });
         // The state first: a directory with a config is a container.
         let saved = container
@@ -553,6 +609,24 @@ impl Containers {
         drop(table);
         self.emit(&container, "create", []);
         Ok(id)
+    }
+
+    /// A writer into the stdin of a container created with `open_stdin`
+    /// (`None` for one without), for an attached client; it may attach
+    /// before the start, as `docker run -i` does.
+    pub fn stdin(&self, key: &str) -> Result<Option<StdinWriter>, ContainerError> {
+        let container = self.get(key)?;
+        if !lock(&container.config).open_stdin {
+            return Ok(None);
+        }
+        let writer = {
+            let mut pipe = lock(&container.stdin);
+            if pipe.writer.is_none() {
+                pipe.renew();
+            }
+            pipe.writer.clone()
+        };
+        Ok(writer.map(|writer| StdinWriter { writer, container }))
     }
 
     /// The events of the containers and their networks.
@@ -852,6 +926,16 @@ impl Containers {
         } = prepared;
         let stdout = LogOutput::new(logs.clone(), Stream::Stdout);
         let stderr = LogOutput::new(logs.clone(), Stream::Stderr);
+        let stdin = match lock(&container.config).open_stdin {
+            true => {
+                let mut pipe = lock(&container.stdin);
+                if pipe.reader.is_none() {
+                    pipe.renew();
+                }
+                pipe.reader.take()
+            }
+            false => None,
+        };
         tracing::debug!(container = %container.id, "started");
         let result = self
             .shared
@@ -864,6 +948,9 @@ impl Containers {
                 &limits,
                 |builder| {
                     builder.stdout(stdout).stderr(stderr);
+                    if let Some(stdin) = stdin {
+                        builder.stdin(wasmtime_wasi::cli::AsyncStdinStream::new(stdin));
+                    }
                 },
                 Some(control),
             )

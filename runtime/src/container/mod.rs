@@ -21,7 +21,8 @@ mod volumes;
 pub use config::{ContainerConfig, Mount, MountSource, Origin};
 pub use control::{Control, Killed, MAX_CPUS};
 pub use manager::{
-    ContainerError, Containers, SIGKILL, SIGTERM, Services, Snapshot, WaitCondition, WaitOutcome,
+    ContainerError, Containers, SIGKILL, SIGTERM, Services, Snapshot, StdinWriter, WaitCondition,
+    WaitOutcome,
 };
 pub use restart::{Backoff, RestartPolicy};
 pub use spec::{ContainerSpec, Overrides};
