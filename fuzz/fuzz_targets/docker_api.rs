@@ -3,7 +3,8 @@
 //! through bollard-stubs' models into a container config: binds, mounts,
 //! port bindings, restart policies, log options, limits), list filters in
 //! both encodings, and the query parameters of logs, wait, kill, stop and
-//! stats. No answer may be a 500 or a panic: bad input is a 4xx naming it,
+//! stats, and network create bodies, list filters and connect bodies. No
+//! answer may be a 500 or a panic: bad input is a 4xx naming it,
 //! and what was created can be removed.
 //!
 //! The first byte picks the request; the rest is its body (create) or its
@@ -71,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let version = VERSIONS[usize::from(version & 3)];
     let text = String::from_utf8_lossy(rest);
-    let (method, path, body) = match which % 7 {
+    let (method, path, body) = match which % 10 {
         0 => (
             "POST",
             "/containers/create?name=fuzz".to_owned(),
@@ -82,6 +83,9 @@ fuzz_target!(|data: &[u8]| {
         3 => ("POST", format!("/containers/ghost/wait?{text}"), Vec::new()),
         4 => ("POST", format!("/containers/ghost/kill?{text}"), Vec::new()),
         5 => ("GET", format!("/containers/ghost/stats?{text}"), Vec::new()),
+        7 => ("POST", "/networks/create".to_owned(), rest.to_vec()),
+        8 => ("GET", format!("/networks?{text}"), Vec::new()),
+        9 => ("POST", "/networks/ghost/connect".to_owned(), rest.to_vec()),
         _ => (
             "POST",
             format!("/containers/create?{text}"),
@@ -115,5 +119,11 @@ fuzz_target!(|data: &[u8]| {
             .runtime
             .block_on(world.daemon.containers.remove(&container.id, true));
         assert!(removed.is_ok(), "{removed:?}");
+    }
+    let networks = world.daemon.containers.networks();
+    for network in networks.list().expect("the networks") {
+        networks
+            .remove(&network.name)
+            .expect("an unused network goes");
     }
 });

@@ -85,15 +85,18 @@ impl Daemon {
             .env("XDG_RUNTIME_DIR", self.xdg.path())
     }
 
-    /// Runs one of `tests/docker_py/` against this daemon.
+    /// Runs one of `tests/docker_py/` against this daemon, with `env`.
     #[track_caller]
-    pub(crate) fn docker_py(&self, script: &str) -> Output {
+    pub(crate) fn docker_py(&self, script: &str, env: &[(&str, &str)]) -> Output {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/docker_py")
             .join(script);
         let mut cmd = Command::new(docker_py());
         cmd.arg(script)
             .env("DOCKER_HOST", format!("unix://{}", self.socket().display()));
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
         run_bounded(cmd)
     }
 
@@ -904,18 +907,12 @@ pub(crate) fn docker_py() -> PathBuf {
 
 #[test]
 fn docker_py_drives_the_daemon() {
-    let python = docker_py();
     let daemon = Daemon::start();
     daemon.build("hello", P2.hello);
     daemon.build("spin", P2.spin);
     daemon.build("trap", P2.trap);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/docker_py/smoke.py");
-    let mut cmd = Command::new(python);
-    cmd.arg(script).env(
-        "DOCKER_HOST",
-        format!("unix://{}", daemon.socket().display()),
-    );
-    let out = run_bounded(cmd);
-    out.assert_success()
+    daemon
+        .docker_py("smoke.py", &[])
+        .assert_success()
         .assert_stdout_contains("docker-py: all passed");
 }

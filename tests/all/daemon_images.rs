@@ -4,12 +4,11 @@
 //! daemons, prune, and bad input, each refused by name with the store
 //! unchanged.
 
-use crate::daemon::{Daemon, docker_py, eventually, run_bounded};
+use crate::daemon::{Daemon, eventually};
 use crate::registry::Registry;
 use crate::support::{Output, P2, tempdir};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -640,20 +639,13 @@ fn bad_image_requests_are_named_and_change_nothing() {
 
 #[test]
 fn docker_py_manages_images() {
-    let python = docker_py();
     let registry = Registry::start();
     let daemon = Daemon::start();
     daemon.build("hello", P2.hello);
     daemon.build("spin", P2.spin);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/docker_py/images.py");
-    let mut cmd = Command::new(python);
-    cmd.arg(script)
-        .env(
-            "DOCKER_HOST",
-            format!("unix://{}", daemon.socket().display()),
-        )
-        .env("REGISTRY", registry.host());
-    run_bounded(cmd)
+    let host = registry.host();
+    daemon
+        .docker_py("images.py", &[("REGISTRY", &host)])
         .assert_success()
         .assert_stdout_contains("docker-py images: all passed");
 }

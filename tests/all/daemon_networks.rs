@@ -368,7 +368,7 @@ fn docker_py_manages_networks() {
     daemon.build("echo", P2.echo_server);
     daemon.build("client", P2.tcp_client);
     daemon
-        .docker_py("networks.py")
+        .docker_py("networks.py", &[])
         .assert_success()
         .assert_stdout_contains("docker-py networks: all passed");
 }

@@ -2,10 +2,8 @@
 //! named volumes as the docker CLI and docker-py see them, their data on
 //! disk under the daemon's `$WRUN_HOME/volumes`.
 
-use crate::daemon::{Daemon, docker_py, run_bounded};
+use crate::daemon::Daemon;
 use crate::support::P2;
-use std::path::Path;
-use std::process::Command;
 
 fn lines(text: &str) -> Vec<&str> {
     text.lines().map(str::trim_end).collect()
@@ -213,16 +211,10 @@ fn docker_run_shares_a_named_volume_that_stays_while_a_container_uses_it() {
 
 #[test]
 fn docker_py_manages_volumes() {
-    let python = docker_py();
     let daemon = Daemon::start();
     daemon.build("filetool", P2.filetool);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/docker_py/volumes.py");
-    let mut cmd = Command::new(python);
-    cmd.arg(script).env(
-        "DOCKER_HOST",
-        format!("unix://{}", daemon.socket().display()),
-    );
-    run_bounded(cmd)
+    daemon
+        .docker_py("volumes.py", &[])
         .assert_success()
         .assert_stdout_contains("docker-py volumes: all passed");
 }
