@@ -117,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
     for container in world.daemon.containers.list() {
         let removed = world
             .runtime
-            .block_on(world.daemon.containers.remove(&container.id, true));
+            .block_on(world.daemon.containers.remove(&container.id, true, true));
         assert!(removed.is_ok(), "{removed:?}");
     }
     let networks = world.daemon.containers.networks();

@@ -1146,8 +1146,8 @@ pub struct RmCommand {
     #[arg(short, long)]
     force: bool,
 
-    /// Also remove the container's anonymous volumes (accepted for Docker
-    /// compatibility: wrun's never outlive a run).
+    /// Also remove the container's anonymous volumes (those made for `-v
+    /// /path` and its image's volume points); named volumes stay.
     #[arg(short, long)]
     volumes: bool,
 

@@ -142,6 +142,24 @@ fn translate(name: String, body: CreateBody) -> ApiResult<(ContainerConfig, Vec<
     for mount in host.mounts.iter().flatten() {
         config.mounts.push(translate_mount(mount)?);
     }
+    // `-v /path` (no source): an anonymous volume there, unless a bind or
+    // mount covers it (docker-py lists its binds' targets here too).
+    let mut points: Vec<String> = docker
+        .volumes
+        .iter()
+        .flatten()
+        .map(|(p, _)| p.clone())
+        .collect();
+    points.sort();
+    for point in points {
+        if !point.starts_with('/') {
+            return Err(ApiError::bad_request(format!(
+                "invalid volume `{}`: the path must be absolute",
+                excerpt(&point)
+            )));
+        }
+        config.anonymous.push(point);
+    }
     for (port, bindings) in host.port_bindings.iter().flatten() {
         for binding in bindings.iter().flatten() {
             config.publish.extend(parse_binding(port, binding)?);
@@ -810,7 +828,10 @@ async fn rename(daemon: DaemonState, Path(id): Path<String>, query: Query) -> Ap
 }
 
 async fn remove(daemon: DaemonState, Path(id): Path<String>, query: Query) -> ApiResult<Response> {
-    daemon.containers.remove(&id, query.flag("force")).await?;
+    daemon
+        .containers
+        .remove(&id, query.flag("force"), query.flag("v"))
+        .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

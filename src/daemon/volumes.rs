@@ -596,7 +596,7 @@ mod tests {
         );
         assert_eq!(call(&d, "GET", "/volumes/used", "").await.0, 200);
 
-        d.containers.remove(&id, false).await.unwrap();
+        d.containers.remove(&id, false, false).await.unwrap();
         assert_eq!(call(&d, "DELETE", "/volumes/used", "").await.0, 204);
         assert_eq!(call(&d, "DELETE", "/volumes/used", "").await.0, 404);
         assert_eq!(

@@ -218,3 +218,97 @@ fn docker_py_manages_volumes() {
         .assert_success()
         .assert_stdout_contains("docker-py volumes: all passed");
 }
+
+#[test]
+fn anonymous_volumes_live_with_their_container_and_go_with_rm_v() {
+    let daemon = Daemon::start();
+    daemon.build("filetool", P2.filetool);
+    let volumes = || {
+        let ls = daemon.docker(&["volume", "ls", "-q"]);
+        ls.assert_success();
+        ls.stdout.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    daemon
+        .docker(&[
+            "run",
+            "--name",
+            "anon",
+            "-v",
+            "/scratch",
+            "filetool",
+            "write",
+            "/scratch/f",
+            "kept",
+        ])
+        .assert_success();
+    let made = volumes();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0].len(), 64, "{made:?}");
+    let mounts = daemon.docker(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}}{{end}}",
+        "anon",
+    ]);
+    assert_eq!(
+        mounts.stdout.trim(),
+        format!("volume {} /scratch", made[0]),
+        "{mounts:?}"
+    );
+    // The data outlives the run, in the volume, and another start of the
+    // container uses the same volume.
+    let file = daemon
+        .home
+        .path()
+        .join("volumes")
+        .join(&made[0])
+        .join("_data/f");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+    daemon.docker(&["start", "-a", "anon"]).assert_success();
+    assert_eq!(volumes(), made);
+    // In use: neither removed nor pruned.
+    daemon.docker(&["volume", "rm", &made[0]]).assert_code(1);
+    daemon.docker(&["volume", "prune", "-f"]).assert_success();
+    assert_eq!(volumes(), made);
+    // `rm` keeps it (as Docker's), `rm -v` of another takes its own only.
+    daemon.docker(&["rm", "anon"]).assert_success();
+    assert_eq!(volumes(), made);
+    daemon
+        .docker(&[
+            "create",
+            "--name",
+            "both",
+            "-v",
+            "/tmp2",
+            "-v",
+            "named:/data",
+            "filetool",
+            "ls",
+            "/",
+        ])
+        .assert_success();
+    assert_eq!(volumes().len(), 3);
+    daemon.docker(&["rm", "-v", "both"]).assert_success();
+    let left = volumes();
+    assert!(
+        left.contains(&"named".to_owned()) && left.contains(&made[0]),
+        "{left:?}"
+    );
+    assert_eq!(left.len(), 2, "{left:?}");
+    // `--rm` takes its anonymous volumes with it.
+    daemon
+        .docker(&[
+            "run", "--rm", "-v", "/tmp3", "filetool", "write", "/tmp3/x", "gone",
+        ])
+        .assert_success();
+    assert_eq!(volumes().len(), 2);
+    // A relative path is refused by name, and makes nothing.
+    let (status, body) = daemon.http(
+        "POST",
+        "/v1.47/containers/create",
+        r#"{"Image":"filetool","Volumes":{"rel/x":{}}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("rel/x"), "{body}");
+    assert_eq!(volumes().len(), 2);
+}

@@ -50,6 +50,15 @@ pub struct ContainerConfig {
     pub args: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
+    /// Guest paths to give an anonymous volume of their own at create (the
+    /// image's volume points not covered by a mount are added); once made,
+    /// they are in `mounts` and their names in `anonymous_volumes`.
+    #[serde(default)]
+    pub anonymous: Vec<String>,
+    /// The anonymous volumes made for it: removed with it by `rm -v` and
+    /// `--rm`, as Docker's.
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
     pub workdir: Option<String>,
     #[serde(with = "ports")]
     pub publish: Vec<PortMapping>,
@@ -94,6 +103,8 @@ impl ContainerConfig {
             args: None,
             env: Vec::new(),
             mounts: Vec::new(),
+            anonymous: Vec::new(),
+            anonymous_volumes: Vec::new(),
             workdir: None,
             publish: Vec::new(),
             publish_all: false,

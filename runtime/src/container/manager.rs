@@ -9,7 +9,7 @@
 //! exceeds a limit ends alone; its outcome becomes its exit code, as
 //! `wrun run` reports it (see [`crate::exit`]).
 
-use super::config::{ContainerConfig, MountSource, Origin};
+use super::config::{ContainerConfig, Mount, MountSource, Origin};
 use super::control::Control;
 use super::events::{Events, Kind};
 use super::logs::{self, Follow, LogWriter, ReadOptions, Stream};
@@ -564,6 +564,67 @@ impl Containers {
         }
         let id = new_id();
         let image = self.mark_image(&config.origin)?;
+        self.make_anonymous_volumes(&mut config)?;
+        let made = config.anonymous_volumes.clone();
+        let created = self.insert(config, id, image);
+        if created.is_err() {
+            self.remove_anonymous_volumes(&made);
+        }
+        created
+    }
+
+    /// Gives each of the config's anonymous volume points, and each volume
+    /// point of its image that no mount covers, an anonymous volume that
+    /// lives as long as the container (Docker's); on failure none is left.
+    fn make_anonymous_volumes(&self, config: &mut ContainerConfig) -> Result<(), ContainerError> {
+        let mut points = std::mem::take(&mut config.anonymous);
+        if let Origin::Image { digest, .. } = &config.origin {
+            let images = &self.shared.services.images;
+            let image = Image::load(images, &images.find(digest)?)?;
+            points.extend(image.defaults.volumes.iter().cloned());
+        }
+        for point in points {
+            if config.mounts.iter().any(|m| m.target == point) {
+                continue;
+            }
+            match self
+                .shared
+                .services
+                .volumes
+                .create_anonymous(BTreeMap::new())
+            {
+                Ok(volume) => {
+                    config.anonymous_volumes.push(volume.name.clone());
+                    config.mounts.push(Mount {
+                        source: MountSource::Volume(volume.name),
+                        target: point,
+                        read_only: false,
+                    });
+                }
+                Err(e) => {
+                    self.remove_anonymous_volumes(&config.anonymous_volumes);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_anonymous_volumes(&self, names: &[String]) {
+        for name in names {
+            if let Err(e) = self.shared.services.volumes.remove(name) {
+                tracing::warn!(volume = %name, "could not remove an anonymous volume: {e}");
+            }
+        }
+    }
+
+    /// Adds a new container to the table and its directory.
+    fn insert(
+        &self,
+        mut config: ContainerConfig,
+        id: String,
+        image: Option<LockGuard>,
+    ) -> Result<String, ContainerError> {
         let mut table = lock(&self.shared.table);
         if config.name.is_empty() {
             config.name = generate_name(|name| table.by_name.contains_key(name));
@@ -740,7 +801,7 @@ impl Containers {
                 // `--rm`: a container that could not start goes too (the
                 // CLI waits for its removal).
                 if lock(&container.config).auto_remove
-                    && let Err(removal) = self.remove_locked(container)
+                    && let Err(removal) = self.remove_locked(container, true)
                 {
                     tracing::warn!(container = %container.id, "could not remove: {removal}");
                 }
@@ -1018,7 +1079,7 @@ impl Containers {
         *lock(&container.backoff) = Backoff::default();
         if lock(&container.config).auto_remove {
             let _lifecycle = container.lifecycle.lock().await;
-            if let Err(e) = self.remove_locked(container) {
+            if let Err(e) = self.remove_locked(container, true) {
                 tracing::warn!(container = %container.id, "could not remove: {e}");
             }
         }
@@ -1282,7 +1343,12 @@ impl Containers {
 
     /// Removes a container; a running one only with `force` (it is killed
     /// first).
-    pub async fn remove(&self, key: &str, force: bool) -> Result<(), ContainerError> {
+    pub async fn remove(
+        &self,
+        key: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<(), ContainerError> {
         let container = self.get(key)?;
         let _lifecycle = container.lifecycle.lock().await;
         if lock(&container.state).status.is_live() {
@@ -1297,10 +1363,16 @@ impl Containers {
             }
             self.stop_locked(&container, SIGKILL).await?;
         }
-        self.remove_locked(&container)
+        self.remove_locked(&container, volumes)
     }
 
-    fn remove_locked(&self, container: &Arc<Container>) -> Result<(), ContainerError> {
+    /// Removes it, and with `volumes` its anonymous volumes (named ones
+    /// stay, as Docker's `rm -v` leaves them).
+    fn remove_locked(
+        &self,
+        container: &Arc<Container>,
+        volumes: bool,
+    ) -> Result<(), ContainerError> {
         {
             // Not saved: the state goes with the directory.
             let mut state = lock(&container.state);
@@ -1332,6 +1404,9 @@ impl Containers {
         container.progress.send_modify(|p| p.removed = true);
         if removed.is_ok() {
             self.emit(container, "destroy", []);
+            if volumes {
+                self.remove_anonymous_volumes(&lock(&container.config).anonymous_volumes);
+            }
         }
         removed
     }
