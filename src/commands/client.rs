@@ -1,39 +1,99 @@
 //! How wrun's own container verbs reach the daemon: a Docker API client
-//! (bollard) on the daemon's socket.
+//! (bollard) on the daemon's socket, or on its TCP port over mutual TLS.
 
 use anyhow::Context as _;
 use std::path::PathBuf;
 
-/// The daemon's socket: `--host`-less `wrun daemon`'s default, or
-/// `$WRUN_DAEMON` (`unix://PATH`) when set.
-pub fn socket() -> anyhow::Result<PathBuf> {
-    if let Some(host) = std::env::var_os("WRUN_DAEMON").filter(|h| !h.is_empty()) {
-        let host = host.to_string_lossy().into_owned();
-        return match host.strip_prefix("unix://") {
-            Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-            _ => anyhow::bail!("invalid WRUN_DAEMON `{host}`: expected unix://PATH"),
-        };
-    }
-    let home = crate::common::wrun_home()
-        .context("no home directory and no WRUN_HOME: cannot find the daemon")?;
-    Ok(super::daemon::default_socket(&home))
+/// Where the daemon is, from `$WRUN_DAEMON`.
+enum Address {
+    Unix(PathBuf),
+    /// `HOST:PORT`, reached over mutual TLS.
+    Tcp(String),
 }
 
+/// `$WRUN_DAEMON`, when set: `unix://PATH` or `tcp://HOST:PORT`.
+fn address() -> anyhow::Result<Option<Address>> {
+    let Some(host) = std::env::var_os("WRUN_DAEMON").filter(|h| !h.is_empty()) else {
+        return Ok(None);
+    };
+    let host = host.to_string_lossy().into_owned();
+    if let Some(path) = host.strip_prefix("unix://").filter(|p| !p.is_empty()) {
+        return Ok(Some(Address::Unix(PathBuf::from(path))));
+    }
+    match host.strip_prefix("tcp://") {
+        Some(addr)
+            if addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+        {
+            Ok(Some(Address::Tcp(addr.to_owned())))
+        }
+        _ => anyhow::bail!("invalid WRUN_DAEMON `{host}`: expected unix://PATH or tcp://HOST:PORT"),
+    }
+}
+
+/// The daemon's socket: `--host`-less `wrun daemon`'s default, or
+/// `$WRUN_DAEMON` (`unix://PATH`) when set. For a daemon at
+/// `WRUN_DAEMON=tcp://HOST:PORT`, that address, as messages name it.
+pub fn socket() -> anyhow::Result<PathBuf> {
+    match address()? {
+        Some(Address::Unix(path)) => Ok(path),
+        Some(Address::Tcp(addr)) => Ok(PathBuf::from(format!("tcp://{addr}"))),
+        None => {
+            let home = crate::common::wrun_home()
+                .context("no home directory and no WRUN_HOME: cannot find the daemon")?;
+            Ok(super::daemon::default_socket(&home))
+        }
+    }
+}
+
+/// The daemon's API version, which the client speaks.
+const API_VERSION: bollard::ClientVersion = bollard::ClientVersion {
+    major_version: 1,
+    minor_version: 47,
+};
+
 /// A client of the daemon at [`socket`], speaking the daemon's API version.
+/// A tcp:// daemon is reached as the docker CLI reaches one: mutual TLS
+/// when `DOCKER_TLS_VERIFY` is set, with `ca.pem`, `cert.pem` and `key.pem`
+/// from `DOCKER_CERT_PATH` (default: `$DOCKER_CONFIG`, or `~/.docker`).
 pub fn connect() -> anyhow::Result<bollard::Docker> {
+    if let Some(Address::Tcp(addr)) = address()? {
+        return connect_tls(&addr);
+    }
     let socket = socket()?;
     let path = socket
         .to_str()
         .context("the daemon's socket path is not UTF-8")?;
-    bollard::Docker::connect_with_unix(
-        path,
-        120,
-        &bollard::ClientVersion {
-            major_version: 1,
-            minor_version: 47,
+    bollard::Docker::connect_with_unix(path, 120, &API_VERSION)
+        .with_context(|| format!("failed to connect to the wrun daemon at `{path}`"))
+}
+
+fn connect_tls(addr: &str) -> anyhow::Result<bollard::Docker> {
+    // A wrun daemon serves TCP only over mutual TLS (see `wrun daemon --help`).
+    anyhow::ensure!(
+        std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty()),
+        "WRUN_DAEMON `tcp://{addr}`: a wrun daemon speaks TCP only over mutual TLS; set \
+         DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to a directory with ca.pem, cert.pem and key.pem"
+    );
+    let dir = match std::env::var_os("DOCKER_CERT_PATH").filter(|p| !p.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => match std::env::var_os("DOCKER_CONFIG").filter(|p| !p.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => dirs::home_dir()
+                .context("no DOCKER_CERT_PATH and no home directory: cannot find ca.pem")?
+                .join(".docker"),
         },
-    )
-    .with_context(|| format!("failed to connect to the wrun daemon at `{path}`"))
+    };
+    let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|f| dir.join(f));
+    // bollard reads the client's pair only at the handshake, where a
+    // missing file would show as the daemon's refusal.
+    for file in [&ca, &cert, &key] {
+        std::fs::File::open(file)
+            .with_context(|| format!("failed to open the TLS file `{}`", file.display()))?;
+    }
+    bollard::Docker::connect_with_ssl(addr, &key, &cert, &ca, 120, &API_VERSION)
+        .with_context(|| format!("failed to connect to the wrun daemon at `tcp://{addr}`"))
 }
 
 /// The daemon's answer to a failed request, as the docker CLI words it
@@ -52,6 +112,10 @@ pub fn daemon_error(error: bollard::errors::Error) -> anyhow::Error {
 /// default socket (in the background, its output in
 /// `$WRUN_HOME/daemon.log`), saying so once.
 pub async fn connect_or_start() -> anyhow::Result<bollard::Docker> {
+    // A daemon elsewhere is not this command's to start.
+    if let Some(Address::Tcp(_)) = address()? {
+        return connect();
+    }
     let socket = socket()?;
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return connect();

@@ -1,8 +1,10 @@
 //! `wrun daemon`: keeps containers and serves the Docker Engine API on a
-//! Unix socket, so that `docker` (with `DOCKER_HOST=unix://...`),
-//! docker-py and compose manage wasm apps as containers.
+//! Unix socket (and TCP ports over mutual TLS), so that `docker` (with
+//! `DOCKER_HOST=unix://...`), docker-py and compose manage wasm apps as
+//! containers.
 
 use crate::common::{image_store, runtime, shutdown_signal, wrun_home};
+use crate::daemon::listener::Endpoint;
 use crate::daemon::{self, Daemon};
 use anyhow::{Context as _, bail};
 use std::os::unix::fs::PermissionsExt as _;
@@ -15,11 +17,19 @@ use wrun_runtime::container::{Containers, Services, Volumes};
 /// Run the daemon: containers with a lifecycle (run -d, ps, logs, stop,
 /// restart policies), managed through the Docker Engine API (1.24-1.47).
 ///
-/// It listens on a Unix socket, mode 0600 (its process id in `wrun.pid`
-/// beside it), in a directory this user owns
-/// and others cannot enter (it refuses to start otherwise, naming the
-/// path). Point Docker clients at it with
-/// `DOCKER_HOST=unix://$XDG_RUNTIME_DIR/wrun/wrun.sock`.
+/// By default it listens on a Unix socket, mode 0600 (its process id in
+/// `wrun.pid` beside it), in a directory this user owns and others cannot
+/// enter (it refuses to start otherwise, naming the path). Point Docker
+/// clients at it with `DOCKER_HOST=unix://$XDG_RUNTIME_DIR/wrun/wrun.sock`.
+///
+/// For remote clients, `--host tcp://HOST:PORT` (repeatable, beside Unix
+/// sockets) serves the same API over TCP, always with mutual TLS as
+/// dockerd's `--tlsverify`: it needs `--tlsverify --tlscacert --tlscert
+/// --tlskey`, and refuses clients whose certificate is not signed by the
+/// CA. Clients use `docker --tlsverify --tlscacert ca.pem --tlscert
+/// cert.pem --tlskey key.pem -H tcp://HOST:PORT`, or `DOCKER_HOST`,
+/// `DOCKER_TLS_VERIFY=1` and `DOCKER_CERT_PATH`. Port 0 picks a free port;
+/// the daemon prints every address it listens on.
 ///
 /// Containers run inside the daemon, each isolated as `wrun run` is, on a
 /// pool of threads as large as the machine's CPU count. State and logs live
@@ -28,18 +38,64 @@ use wrun_runtime::container::{Containers, Services, Volumes};
 /// with the next daemon) and exits 0.
 #[derive(clap::Args)]
 pub struct DaemonCommand {
-    /// Where to listen: unix://PATH. [default:
-    /// unix://$XDG_RUNTIME_DIR/wrun/wrun.sock, or unix://$WRUN_HOME/run/wrun.sock
-    /// when XDG_RUNTIME_DIR is unset]
-    #[arg(short = 'H', long = "host", value_name = "unix://PATH")]
-    pub host: Option<String>,
+    /// Where to listen: unix://PATH or tcp://HOST:PORT; repeat for several.
+    /// A tcp:// host needs all four TLS flags below; plain TCP is never
+    /// served. [default: unix://$XDG_RUNTIME_DIR/wrun/wrun.sock, or
+    /// unix://$WRUN_HOME/run/wrun.sock when XDG_RUNTIME_DIR is unset]
+    #[arg(short = 'H', long = "host", value_name = "URL")]
+    pub hosts: Vec<String>,
 
-    /// The most client connections served at once; further clients wait
-    /// until one closes (a `logs -f`, `attach` or `events` holds one for
-    /// as long as it follows).
+    /// Require TLS client certificates signed by --tlscacert on tcp://
+    /// hosts (the only way wrun serves TCP, so a tcp:// host needs it).
+    #[arg(long)]
+    pub tlsverify: bool,
+
+    /// The CA certificates (PEM) that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub tlscacert: Option<PathBuf>,
+
+    /// The daemon's own certificate chain (PEM), for tcp:// hosts.
+    #[arg(long, value_name = "FILE")]
+    pub tlscert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tlscert.
+    #[arg(long, value_name = "FILE")]
+    pub tlskey: Option<PathBuf>,
+
+    /// The most client connections served at once, over all hosts; further
+    /// clients wait until one closes (a `logs -f`, `attach` or `events`
+    /// holds one for as long as it follows; a TLS handshake, at most 10 s).
     #[arg(long, value_name = "N", default_value_t = daemon::listener::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
+}
+
+/// A `--host`.
+enum Host {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl Host {
+    fn parse(host: &str) -> anyhow::Result<Host> {
+        if let Some(path) = host.strip_prefix("unix://") {
+            if path.is_empty() {
+                bail!("invalid --host `{host}`: expected unix://PATH");
+            }
+            return Ok(Host::Unix(PathBuf::from(path)));
+        }
+        if let Some(addr) = host.strip_prefix("tcp://") {
+            // HOST:PORT, HOST a name, an IPv4 address or a bracketed IPv6 one.
+            let port = addr.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+            match port {
+                Some((h, Ok(_))) if !h.is_empty() && !addr.contains('/') => {
+                    return Ok(Host::Tcp(addr.to_owned()));
+                }
+                _ => bail!("invalid --host `{host}`: expected tcp://HOST:PORT"),
+            }
+        }
+        bail!("invalid --host `{host}`: expected unix://PATH or tcp://HOST:PORT")
+    }
 }
 
 /// The socket the daemon listens on by default, and clients find it at.
@@ -51,29 +107,27 @@ impl DaemonCommand {
     pub fn execute(self) -> anyhow::Result<i32> {
         let home =
             wrun_home().context("no home directory and no WRUN_HOME: cannot keep containers")?;
-        let socket = match &self.host {
-            None => default_socket(&home),
-            Some(host) => match host.strip_prefix("unix://") {
-                Some(path) if !path.is_empty() => PathBuf::from(path),
-                _ if host.starts_with("tcp://") => bail!(
-                    "--host `{host}`: TCP is not supported yet (it will require mutual TLS); \
-                     listen on unix://PATH"
-                ),
-                _ => bail!("invalid --host `{host}`: expected unix://PATH"),
-            },
+        let hosts = if self.hosts.is_empty() {
+            vec![Host::Unix(default_socket(&home))]
+        } else {
+            self.hosts
+                .iter()
+                .map(|h| Host::parse(h))
+                .collect::<anyhow::Result<_>>()?
         };
-        let parent = socket
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        // The socket is the daemon's whole authority: its directory must be
-        // this user's alone, as the networks' runtime directory is.
-        let parent = prepare_runtime_dir(parent)?;
-        let socket = parent.join(
-            socket
-                .file_name()
-                .context("the socket path has no file name")?,
-        );
+        let tls = match hosts.iter().find_map(|h| match h {
+            Host::Tcp(addr) => Some(addr),
+            Host::Unix(_) => None,
+        }) {
+            Some(addr) => Some(self.tls(addr)?),
+            None => None,
+        };
+        let mut sockets = Vec::new();
+        for host in &hosts {
+            if let Host::Unix(socket) = host {
+                sockets.push(private_socket(socket)?);
+            }
+        }
 
         let images = image_store()?;
         let runtime = Arc::new(runtime()?);
@@ -101,14 +155,33 @@ impl DaemonCommand {
             .build()
             .context("failed to start the async runtime")?;
         api.block_on(async {
-            let listener = bind(&socket)?;
-            // Beside the socket, as dockerd's docker.pid: for whoever must
+            let mut endpoints = Vec::new();
+            let mut listening = Vec::new();
+            for socket in &sockets {
+                endpoints.push(Endpoint::Unix(bind(socket)?));
+                listening.push(format!("unix://{}", socket.display()));
+            }
+            for host in &hosts {
+                if let (Host::Tcp(addr), Some(tls)) = (host, &tls) {
+                    let listener = tokio::net::TcpListener::bind(addr.as_str())
+                        .await
+                        .with_context(|| format!("failed to listen on `tcp://{addr}`"))?;
+                    let local = listener
+                        .local_addr()
+                        .with_context(|| format!("failed to listen on `tcp://{addr}`"))?;
+                    endpoints.push(Endpoint::Tls(listener, tls.clone()));
+                    listening.push(format!("tcp://{local}"));
+                }
+            }
+            // Beside each socket, as dockerd's docker.pid: for whoever must
             // signal the daemon (a service manager, a test).
-            let pid_file = socket.with_extension("pid");
-            crate::common::write_private(
-                &pid_file,
-                format!("{}\n", std::process::id()).as_bytes(),
-            )?;
+            let pid_files: Vec<PathBuf> = sockets.iter().map(|s| s.with_extension("pid")).collect();
+            for pid_file in &pid_files {
+                crate::common::write_private(
+                    pid_file,
+                    format!("{}\n", std::process::id()).as_bytes(),
+                )?;
+            }
             let containers = {
                 let _guard = guests.enter();
                 Containers::open(&home, services)?
@@ -119,12 +192,14 @@ impl DaemonCommand {
                 home: home.clone(),
                 started: SystemTime::now(),
             });
-            eprintln!("wrun daemon: listening on unix://{}", socket.display());
+            for address in &listening {
+                eprintln!("wrun daemon: listening on {address}");
+            }
             let router = daemon::router(state);
             let max_connections = self.max_connections;
             let (stop, stopped) = tokio::sync::oneshot::channel::<&'static str>();
             let server = tokio::spawn(async move {
-                let listener = daemon::listener::Bounded::new(listener, max_connections as usize);
+                let listener = daemon::listener::Bounded::new(endpoints, max_connections as usize);
                 axum::serve(listener, router)
                     .with_graceful_shutdown(async move {
                         let _ = stopped.await;
@@ -137,14 +212,60 @@ impl DaemonCommand {
             containers.shutdown().await;
             // Streams still open (logs -f, attach) end with their containers.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
-            let _ = std::fs::remove_file(&socket);
-            let _ = std::fs::remove_file(&pid_file);
+            for path in sockets.iter().chain(&pid_files) {
+                let _ = std::fs::remove_file(path);
+            }
             anyhow::Ok(())
         })?;
         guests.shutdown_timeout(std::time::Duration::from_secs(5));
         eprintln!("wrun daemon: stopped");
         Ok(0)
     }
+}
+
+impl DaemonCommand {
+    /// The TLS acceptor of the tcp:// hosts (`addr` is one, for the error):
+    /// all four flags, their files readable and consistent.
+    fn tls(&self, addr: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+        let missing: Vec<&str> = [
+            ("--tlsverify", self.tlsverify),
+            ("--tlscacert", self.tlscacert.is_some()),
+            ("--tlscert", self.tlscert.is_some()),
+            ("--tlskey", self.tlskey.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| (!given).then_some(flag))
+        .collect();
+        let missing = match missing.as_slice() {
+            [one] => format!("{one} is"),
+            more => format!("{} are", more.join(", ")),
+        };
+        let (Some(ca), Some(cert), Some(key), true) =
+            (&self.tlscacert, &self.tlscert, &self.tlskey, self.tlsverify)
+        else {
+            bail!(
+                "--host `tcp://{addr}` needs mutual TLS, but {missing} not given: the daemon serves \
+                 TCP only with --tlsverify --tlscacert FILE --tlscert FILE --tlskey FILE"
+            );
+        };
+        let config = daemon::tls::server_config(ca, cert, key)?;
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// `socket` in a directory that is this user's alone, as the networks'
+/// runtime directory is: the socket is the daemon's whole authority.
+fn private_socket(socket: &Path) -> anyhow::Result<PathBuf> {
+    let parent = socket
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let parent = prepare_runtime_dir(parent)?;
+    Ok(parent.join(
+        socket
+            .file_name()
+            .with_context(|| format!("the socket path `{}` has no file name", socket.display()))?,
+    ))
 }
 
 /// Listens on `socket`, mode 0600. A socket left by a daemon that died is

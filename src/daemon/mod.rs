@@ -15,6 +15,7 @@ pub mod listener;
 mod networks;
 mod streams;
 mod system;
+pub mod tls;
 mod volumes;
 
 use axum::Router;

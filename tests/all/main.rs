@@ -14,6 +14,7 @@ mod daemon_events;
 mod daemon_images;
 mod daemon_networks;
 mod daemon_stdin;
+mod daemon_tls;
 mod daemon_volumes;
 mod env;
 mod images;
