@@ -645,7 +645,7 @@ fn docker_py_manages_images() {
     daemon.build("spin", P2.spin);
     let host = registry.host();
     daemon
-        .docker_py("images.py", &[("REGISTRY", host.as_str())])
+        .docker_py("images.py", &[("REGISTRY", host)])
         .assert_success()
         .assert_stdout_contains("docker-py images: all passed");
 }
