@@ -62,6 +62,16 @@ pub struct RunCommand {
     #[arg(long, value_name = "POLICY", value_parser = RestartPolicy::parse)]
     pub restart: Option<RestartPolicy>,
 
+    /// With -d: the container's CPU weight against the daemon's other busy
+    /// containers, as Docker's --cpu-shares (cgroups' cpu.shares): when
+    /// more containers want CPU than the daemon has guest threads (one per
+    /// CPU), they get it in proportion; an idle one takes nothing, and one
+    /// alone gets all it can use. --cpus still caps it; 0 means 1024.
+    /// (A run in the foreground has its thread to itself: the weight
+    /// changes nothing there.) [default: 1024]
+    #[arg(long = "cpu-shares", value_name = "SHARES")]
+    pub cpu_shares: Option<u64>,
+
     /// Spelled `wrun APP`: APP is a file or a local image, pulled only with
     /// `--pull always` (a mistyped subcommand must not go to a registry).
     #[arg(skip)]
@@ -98,6 +108,7 @@ impl From<ShorthandCommand> for RunCommand {
             detach: false,
             rm: false,
             restart: None,
+            cpu_shares: None,
             shorthand: true,
         }
     }
@@ -394,6 +405,9 @@ impl RunCommand {
             publish_all_ports: Some(o.publish_all),
             memory: o.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             nano_cpus: o.cpus.map(|c| (c * 1e9) as i64),
+            cpu_shares: self
+                .cpu_shares
+                .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
             ulimits: o.ulimits.last().map(|&n| {
                 vec![ResourcesUlimits {
                     name: Some("nofile".to_owned()),

@@ -181,6 +181,13 @@ fn translate(name: String, body: CreateBody) -> ApiResult<(ContainerConfig, Vec<
             host.nano_cpus.unwrap_or_default()
         )));
     }
+    // Docker's words (it refuses at start; here the create is refused, so
+    // no container that can never start is left behind).
+    if let Some(shares) = host.cpu_shares.filter(|&s| s < 0) {
+        return Err(ApiError::bad_request(format!(
+            "shares: invalid argument (CpuShares `{shares}` is negative)"
+        )));
+    }
     config.cpu_shares = host.cpu_shares.filter(|&s| s > 0).map(|s| s as u64);
     for ulimit in host.ulimits.iter().flatten() {
         match ulimit.name.as_deref() {

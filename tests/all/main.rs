@@ -10,6 +10,7 @@ mod crash;
 mod daemon;
 mod daemon_abuse;
 mod daemon_cli;
+mod daemon_cpu;
 mod daemon_events;
 mod daemon_images;
 mod daemon_networks;

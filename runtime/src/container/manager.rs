@@ -810,7 +810,7 @@ impl Containers {
         };
         let logs = LogWriter::open(&container.dir, config.log)
             .map_err(|e| ContainerError::Start(e.to_string()))?;
-        let control = Control::new(config.cpus);
+        let control = Control::new(config.cpus).with_shares(config.cpu_shares);
         {
             // Under the run's lock, so that an attach sees either the run or
             // the hand-over here, and output from the first byte either way.
