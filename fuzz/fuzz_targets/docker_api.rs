@@ -46,6 +46,7 @@ fn world() -> &'static World {
             networks: wrun_host_api::net::NetworkStore::new(home.path(), &home.path().join("run")),
             runtime_dir: home.path().join("run"),
             guests: runtime.handle().clone(),
+            max_running: 64,
         };
         let containers = {
             let _guard = runtime.enter();
@@ -115,9 +116,10 @@ fuzz_target!(|data: &[u8]| {
     // Each input starts from no container (an app file that exists, such
     // as `/etc/hostname`, can be created), so that it replays alone.
     for container in world.daemon.containers.list() {
-        let removed = world
-            .runtime
-            .block_on(world.daemon.containers.remove(&container.id, true, true));
+        let removed =
+            world
+                .runtime
+                .block_on(world.daemon.containers.remove(&container.id, true, true));
         assert!(removed.is_ok(), "{removed:?}");
     }
     let networks = world.daemon.containers.networks();

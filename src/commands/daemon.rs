@@ -139,6 +139,19 @@ impl DaemonCommand {
             .build()
             .context("failed to start the guests' threads")?;
         let runtime_dir = default_runtime_dir(&home);
+        let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        // Linux's default when /proc does not say.
+        let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(65_530);
+        let max_running = wrun_runtime::container::running_bound(open_files, max_map_count);
+        eprintln!(
+            "wrun daemon: runs at most {max_running} containers at once (open files \
+             {open_files}, vm.max_map_count {max_map_count})"
+        );
         let services = Services {
             runtime,
             images: images.clone(),
@@ -149,6 +162,7 @@ impl DaemonCommand {
                 Err(_) => runtime_dir,
             },
             guests: guests.handle().clone(),
+            max_running,
         };
         let api = tokio::runtime::Builder::new_current_thread()
             .enable_all()

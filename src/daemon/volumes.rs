@@ -341,6 +341,7 @@ mod tests {
             networks: NetworkStore::new(home, &home.join("run")),
             runtime_dir: home.join("run"),
             guests: tokio::runtime::Handle::current(),
+            max_running: 64,
         };
         Arc::new(Daemon {
             containers: Containers::open(home, services).unwrap(),

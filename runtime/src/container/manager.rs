@@ -344,6 +344,32 @@ pub struct Services {
     pub runtime_dir: PathBuf,
     /// The pool of threads guests run on.
     pub guests: tokio::runtime::Handle,
+    /// The most containers that may run at once: each holds descriptors
+    /// and memory mappings of the daemon's process, whose limits are the
+    /// daemon's to respect (see [`running_bound`]).
+    pub max_running: usize,
+}
+
+/// How many containers a process may run at once within its limits: each
+/// running container holds about 3 descriptors and 10 memory mappings (as
+/// `bench/density.sh` measured), and the daemon keeps a quarter of each
+/// limit for itself, so that a start beyond is refused with a message
+/// instead of the process running out (a failed mapping aborts it).
+pub fn running_bound(open_files: u64, max_map_count: u64) -> usize {
+    let by_fds = open_files.saturating_mul(3) / 4 / 4;
+    let by_maps = max_map_count.saturating_mul(3) / 4 / 12;
+    usize::try_from(by_fds.min(by_maps).max(1)).unwrap_or(usize::MAX)
+}
+
+/// A place among the running containers, given back when dropped.
+struct RunSlot(Arc<Shared>);
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The containers of one `$WRUN_HOME` (`containers/<id>/`).
@@ -357,6 +383,8 @@ struct Shared {
     services: Services,
     table: Mutex<Table>,
     events: Events,
+    /// Containers running now (holding a [`RunSlot`]).
+    running: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -378,6 +406,7 @@ impl Containers {
                 services,
                 table: Mutex::default(),
                 events: Events::default(),
+                running: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         let entries = std::fs::read_dir(&root).map_err(io("read", &root))?;
@@ -783,8 +812,12 @@ impl Containers {
             }
         }
         let config = lock(&container.config).clone();
-        let prepared = match self.prepare(&config).await {
-            Ok(prepared) => prepared,
+        let started = async {
+            let slot = self.run_slot()?;
+            Ok::<_, ContainerError>((slot, self.prepare(&config).await?))
+        };
+        let (slot, prepared) = match started.await {
+            Ok(started) => started,
             Err(e) => {
                 let message = e.to_string();
                 let code = match &e {
@@ -842,6 +875,7 @@ impl Containers {
         self.shared.services.guests.spawn(async move {
             let started = std::time::Instant::now();
             let outcome = this.run(&container, prepared, &logs, &control).await;
+            drop(slot);
             // A stop or kill is the user's doing, not the app's failure.
             if let Err(e) = &outcome
                 && !matches!(e, RunError::Killed { .. })
@@ -858,6 +892,22 @@ impl Containers {
             this.exited(&container, outcome, started.elapsed()).await;
         });
         Ok(())
+    }
+
+    /// A place among the running containers, or why there is none.
+    fn run_slot(&self) -> Result<RunSlot, ContainerError> {
+        use std::sync::atomic::Ordering;
+        let max = self.shared.services.max_running;
+        let taken = self.shared.running.fetch_add(1, Ordering::Relaxed);
+        let slot = RunSlot(self.shared.clone());
+        if taken >= max {
+            return Err(ContainerError::Start(format!(
+                "{max} containers are running, the most this daemon runs at once within its \
+                 process's limits on open files and memory mappings (RLIMIT_NOFILE, \
+                 vm.max_map_count): stop one, or raise those limits and restart the daemon"
+            )));
+        }
+        Ok(slot)
     }
 
     /// The spec, the network namespace and the loaded app of one start.
@@ -1638,4 +1688,21 @@ fn generate_name(taken: impl Fn(&str) -> bool) -> String {
         .map(|n| format!("{base}{n}"))
         .find(|name| !taken(name))
         .unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::running_bound;
+
+    #[test]
+    fn the_running_bound_keeps_a_quarter_of_each_limit() {
+        // This machine's limits: 20,000 files, 65,530 mappings.
+        assert_eq!(running_bound(20_000, 65_530), 3_750);
+        // Whichever limit is tighter decides.
+        assert_eq!(running_bound(1 << 20, 65_530), 4_095);
+        assert_eq!(running_bound(128, 65_530), 24);
+        // Never none, and no overflow.
+        assert_eq!(running_bound(0, 0), 1);
+        assert!(running_bound(u64::MAX, u64::MAX) > 1_000_000);
+    }
 }

@@ -22,7 +22,7 @@ pub use config::{ContainerConfig, Mount, MountSource, Origin};
 pub use control::{Control, Killed, MAX_CPUS};
 pub use manager::{
     ContainerError, Containers, SIGKILL, SIGTERM, Services, Snapshot, StdinWriter, WaitCondition,
-    WaitOutcome,
+    WaitOutcome, running_bound,
 };
 pub use restart::{Backoff, RestartPolicy};
 pub use spec::{ContainerSpec, Overrides};
