@@ -1091,28 +1091,7 @@ mod tests {
         assert!(e.message.contains("Not A Name"), "{}", e.message);
     }
 
-    /// A daemon over an empty `$WRUN_HOME`.
-    fn daemon(home: &std::path::Path) -> Arc<Daemon> {
-        use wrun_host_api::net::NetworkStore;
-        use wrun_runtime::container::{Services, Volumes};
-        let runtime = wrun_runtime::Runtime::new(wrun_runtime::RuntimeConfig::default()).unwrap();
-        let images = ImageStore::open(home).unwrap();
-        let services = Services {
-            runtime: Arc::new(runtime),
-            images: images.clone(),
-            volumes: Volumes::new(home),
-            networks: NetworkStore::new(home, &home.join("run")),
-            runtime_dir: home.join("run"),
-            guests: tokio::runtime::Handle::current(),
-            max_running: 64,
-        };
-        Arc::new(Daemon {
-            containers: Containers::open(home, services).unwrap(),
-            images,
-            home: home.to_owned(),
-            started: SystemTime::now(),
-        })
-    }
+    use crate::daemon::test_daemon as daemon;
 
     /// A body past the limit is refused as it streams, whatever it
     /// declares; the store is untouched.

@@ -382,35 +382,39 @@ pub(crate) fn empty(status: StatusCode) -> Response {
     (status, Body::empty()).into_response()
 }
 
+/// A daemon over an empty `$WRUN_HOME` (`home`), its guests on the
+/// calling test's Tokio runtime, for the routers' in-process tests.
+#[cfg(test)]
+pub(crate) fn test_daemon(home: &std::path::Path) -> Arc<Daemon> {
+    use wrun_host_api::net::NetworkStore;
+    use wrun_runtime::container::{Services, Volumes};
+    let runtime = wrun_runtime::Runtime::new(wrun_runtime::RuntimeConfig::default()).unwrap();
+    let images = ImageStore::open(home).unwrap();
+    let services = Services {
+        runtime: Arc::new(runtime),
+        images: images.clone(),
+        volumes: Volumes::new(home),
+        networks: NetworkStore::new(home, &home.join("run")),
+        runtime_dir: home.join("run"),
+        guests: tokio::runtime::Handle::current(),
+        max_running: 64,
+    };
+    Arc::new(Daemon {
+        containers: Containers::open(home, services).unwrap(),
+        images,
+        home: home.to_owned(),
+        started: SystemTime::now(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::{HeaderMap, Request};
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
-    use wrun_host_api::net::NetworkStore;
-    use wrun_runtime::container::{Services, Volumes};
 
-    /// A daemon over an empty `$WRUN_HOME`, its guests on the test's runtime.
-    fn daemon(home: &std::path::Path) -> Arc<Daemon> {
-        let runtime = wrun_runtime::Runtime::new(wrun_runtime::RuntimeConfig::default()).unwrap();
-        let images = ImageStore::open(home).unwrap();
-        let services = Services {
-            runtime: Arc::new(runtime),
-            images: images.clone(),
-            volumes: Volumes::new(home),
-            networks: NetworkStore::new(home, &home.join("run")),
-            runtime_dir: home.join("run"),
-            guests: tokio::runtime::Handle::current(),
-            max_running: 64,
-        };
-        Arc::new(Daemon {
-            containers: Containers::open(home, services).unwrap(),
-            images,
-            home: home.to_owned(),
-            started: SystemTime::now(),
-        })
-    }
+    use super::test_daemon as daemon;
 
     async fn call(method: &str, uri: &str, body: &str) -> (StatusCode, HeaderMap, String) {
         let home = tempfile::tempdir().unwrap();

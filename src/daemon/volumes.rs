@@ -322,34 +322,12 @@ async fn prune(daemon: DaemonState, query: Query) -> ApiResult<Json<VolumePruneR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::test_daemon as daemon;
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
-    use wrun_host_api::net::NetworkStore;
-    use wrun_runtime::container::{ContainerConfig, Containers, Mount, Origin, Services};
-    use wrun_runtime::image::ImageStore;
-
-    /// A daemon over an empty `$WRUN_HOME`, its guests on the test's runtime.
-    fn daemon(home: &std::path::Path) -> Arc<Daemon> {
-        let runtime = wrun_runtime::Runtime::new(wrun_runtime::RuntimeConfig::default()).unwrap();
-        let images = ImageStore::open(home).unwrap();
-        let services = Services {
-            runtime: Arc::new(runtime),
-            images: images.clone(),
-            volumes: Volumes::new(home),
-            networks: NetworkStore::new(home, &home.join("run")),
-            runtime_dir: home.join("run"),
-            guests: tokio::runtime::Handle::current(),
-            max_running: 64,
-        };
-        Arc::new(Daemon {
-            containers: Containers::open(home, services).unwrap(),
-            images,
-            home: home.to_owned(),
-            started: std::time::SystemTime::now(),
-        })
-    }
+    use wrun_runtime::container::{ContainerConfig, Mount, Origin};
 
     async fn call(daemon: &Arc<Daemon>, method: &str, uri: &str, body: &str) -> (u16, String) {
         let request = Request::builder()

@@ -140,23 +140,23 @@ impl Daemon {
     /// Runs the docker CLI with `input` as its stdin.
     #[track_caller]
     pub(crate) fn docker_input(&self, args: &[&str], input: &[u8]) -> Output {
+        run_bounded_with_input(self.docker_command(args), Some(input.to_vec()))
+    }
+
+    /// The docker CLI with `args`, pointed at this daemon alone.
+    fn docker_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(docker_cli());
         cmd.args(args)
             .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
             .env("DOCKER_CONFIG", self.docker_config.path())
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_API_VERSION");
-        run_bounded_with_input(cmd, Some(input.to_vec()))
+        cmd
     }
 
     #[track_caller]
     pub(crate) fn docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(docker_cli());
-        cmd.args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
-            .env("DOCKER_CONFIG", self.docker_config.path())
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_API_VERSION");
+        let mut cmd = self.docker_command(args);
         for (key, value) in env {
             cmd.env(key, value);
         }
