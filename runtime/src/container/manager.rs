@@ -1202,6 +1202,12 @@ impl Containers {
             return Ok(());
         }
         let Some(control) = container.control() else {
+            if lock(&container.state).status.is_live() {
+                // Its run has just ended, and the exit is being recorded:
+                // stopped once that is done (a `rm -f` racing an exit).
+                self.wait(&container.id, WaitCondition::NotRunning)?.await;
+                return Ok(());
+            }
             return Err(ContainerError::Unchanged(container.name(), "stopped"));
         };
         let wait = self.wait(&container.id, WaitCondition::NextExit)?;
