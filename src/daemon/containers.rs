@@ -6,7 +6,7 @@
 use super::networks;
 use super::streams::{Framing, Output};
 use super::{
-    ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, ZERO_TIME, empty,
+    ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, ZERO_TIME, blocking, empty,
     labels_match, rfc3339, unix_seconds,
 };
 use axum::Router;
@@ -76,9 +76,7 @@ async fn create(
     let (config, warnings) = translate(name, body)?;
     let containers = daemon.containers.clone();
     // Resolving an image and creating the directory touch the disk.
-    let id = tokio::task::spawn_blocking(move || containers.create(config))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let id = blocking(move || Ok(containers.create(config)?)).await?;
     let body = ContainerCreateResponse { id, warnings };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
@@ -1051,10 +1049,7 @@ async fn logs(daemon: DaemonState, Path(id): Path<String>, query: Query) -> ApiR
     };
     let containers = daemon.containers.clone();
     let follow = query.flag("follow");
-    let (history, follow) =
-        tokio::task::spawn_blocking(move || containers.logs(&id, &options, follow))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let (history, follow) = blocking(move || Ok(containers.logs(&id, &options, follow)?)).await?;
     let output = Output {
         history,
         follow,
@@ -1106,9 +1101,8 @@ async fn attach(
         true => {
             let containers = daemon.containers.clone();
             let id = id.clone();
-            tokio::task::spawn_blocking(move || containers.logs(&id, &options, false))
-                .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
+            blocking(move || Ok(containers.logs(&id, &options, false)?))
+                .await?
                 .0
         }
         false => Vec::new(),

@@ -12,7 +12,8 @@
 //! partial image (see the store).
 
 use super::{
-    ApiError, ApiResult, Daemon, DaemonState, Filters, Query, empty, rfc3339, unix_seconds,
+    ApiError, ApiResult, Daemon, DaemonState, Filters, Query, blocking, empty, rfc3339,
+    unix_seconds,
 };
 use axum::Router;
 use axum::body::Body;
@@ -63,15 +64,6 @@ pub(super) fn routes() -> Router<Arc<Daemon>> {
             "/images/{*rest}",
             get(get_by_name).post(post_by_name).delete(remove),
         )
-}
-
-/// Runs `work` on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| internal(format!("the image task failed: {e}")))?
 }
 
 /// Docker's status for an image error: `name` is what the client asked for.

@@ -203,6 +203,18 @@ impl From<wrun_runtime::container::ContainerError> for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// Runs file-system (or other blocking) work off the API's thread.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("a blocking task failed: {e}"),
+        )
+    })?
+}
+
 /// Query parameters, as clients send them (`1`/`True`/`true` alike).
 #[derive(Debug, Default)]
 pub struct Query(HashMap<String, String>);

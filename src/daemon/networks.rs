@@ -11,7 +11,7 @@
 //! removed then. Containers that are not running may still name it.
 
 use super::{
-    ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, empty, events,
+    ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, blocking, empty, events,
     labels_excluded, labels_match, rfc3339,
 };
 use axum::Json;
@@ -69,15 +69,6 @@ pub(super) fn network_error(e: NetworkError) -> ApiError {
         | NetworkError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(status, e.to_string())
-}
-
-/// Runs file-system work off the API's thread.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
 /// The id Docker clients see for a predefined network: its name in hex,

@@ -4,7 +4,7 @@
 //! Docker, it can then be neither removed nor pruned.
 
 use super::{
-    ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, empty, events,
+    ApiError, ApiResult, Daemon, DaemonState, Filters, JsonBody, Query, blocking, empty, events,
     labels_excluded, labels_match, rfc3339,
 };
 use axum::Json;
@@ -56,15 +56,6 @@ fn volumes(daemon: &Daemon) -> Volumes {
 
 fn volume_error(e: VolumeError) -> ApiError {
     ContainerError::from(e).into()
-}
-
-/// Runs file-system work off the API's thread.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
 /// The volume `name`; a name no volume can have is simply not there (404,
