@@ -548,10 +548,10 @@ async fn connect(
             "a fixed address (--ip) is not supported: a wrun network hands out addresses itself",
         ));
     }
-    let info = find(&daemon, &key).await?;
+    // The model finds the network (by name, id or prefix) itself.
     daemon
         .containers
-        .connect(&container, &info.name, endpoint.aliases.unwrap_or_default())
+        .connect(&container, &key, endpoint.aliases.unwrap_or_default())
         .await?;
     Ok(empty(StatusCode::OK))
 }
@@ -569,8 +569,7 @@ async fn disconnect(
         daemon.containers.inspect(&container)?;
         return Ok(empty(StatusCode::OK));
     }
-    let info = find(&daemon, &key).await?;
-    daemon.containers.disconnect(&container, &info.name).await?;
+    daemon.containers.disconnect(&container, &key).await?;
     Ok(empty(StatusCode::OK))
 }
 

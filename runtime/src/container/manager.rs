@@ -1293,8 +1293,9 @@ impl Containers {
         network: &str,
         aliases: Vec<String>,
     ) -> Result<(), ContainerError> {
-        let container = self.get(key)?;
+        // The network first, as Docker's route looks it up first.
         let info = self.shared.services.networks.find(network)?;
+        let container = self.get(key)?;
         check_aliases(&aliases)?;
         let _lifecycle = container.lifecycle.lock().await;
         self.refuse_if_live(&container, "connect")?;
@@ -1318,8 +1319,9 @@ impl Containers {
 
     /// Takes a container that is not running off `network`.
     pub async fn disconnect(&self, key: &str, network: &str) -> Result<(), ContainerError> {
-        let container = self.get(key)?;
+        // The network first, as Docker's route looks it up first.
         let info = self.shared.services.networks.find(network)?;
+        let container = self.get(key)?;
         let _lifecycle = container.lifecycle.lock().await;
         self.refuse_if_live(&container, "disconnect")?;
         let mut config = lock(&container.config);
