@@ -451,6 +451,26 @@ impl LogWriter {
         shared.lock().flush(shared)
     }
 
+    /// Waits (at most `limit`) until every [`Follow`] of this log has
+    /// ended: after [`LogWriter::close`], until they have read all that was
+    /// written. A follower that fell behind reads the files, so they must
+    /// stay until then (a `--rm` container's are removed).
+    pub async fn drained(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        // The writers' handle holds one reference; each follower one more.
+        while Arc::strong_count(&self.handle.shared) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "followers of the logs in `{}` still reading after {} s: removing anyway",
+                    self.handle.shared.dir.display(),
+                    limit.as_secs()
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Flushes, ends every [`Follow`] (after the records already written)
     /// and refuses further writes. Called when the container stops; a
     /// restart opens a new writer.

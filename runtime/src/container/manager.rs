@@ -331,6 +331,9 @@ impl Container {
     }
 }
 
+/// How long a `--rm` container's removal waits for its log's followers.
+const LOG_DRAIN: Duration = Duration::from_secs(30);
+
 const CONFIG_FILE: &str = "config.json";
 const STATE_FILE: &str = "state.json";
 
@@ -889,7 +892,8 @@ impl Containers {
             }
             let _ = logs.flush();
             let _ = logs.close();
-            this.exited(&container, outcome, started.elapsed()).await;
+            this.exited(&container, outcome, started.elapsed(), &logs)
+                .await;
         });
         Ok(())
     }
@@ -1078,6 +1082,7 @@ impl Containers {
         container: &Arc<Container>,
         outcome: Result<i32, RunError>,
         ran: Duration,
+        logs: &LogWriter,
     ) {
         let (exit_code, error, oom) = match &outcome {
             Ok(code) => (*code, None, false),
@@ -1128,6 +1133,9 @@ impl Containers {
         }
         *lock(&container.backoff) = Backoff::default();
         if lock(&container.config).auto_remove {
+            // Attached clients that fell behind read the log's files:
+            // they go once those clients are done (or 30 s on).
+            logs.drained(LOG_DRAIN).await;
             let _lifecycle = container.lifecycle.lock().await;
             if let Err(e) = self.remove_locked(container, true) {
                 tracing::warn!(container = %container.id, "could not remove: {e}");
