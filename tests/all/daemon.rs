@@ -18,6 +18,7 @@ pub(crate) struct Daemon {
     /// never read).
     docker_config: tempfile::TempDir,
     flags: Vec<String>,
+    via: Option<(PathBuf, Vec<String>)>,
     process: Option<Running>,
 }
 
@@ -28,11 +29,18 @@ impl Daemon {
 
     /// A daemon started with `flags`.
     pub(crate) fn start_with(flags: &[&str]) -> Daemon {
+        Daemon::start_via(None, flags)
+    }
+
+    /// A daemon started through `via` (a program and its arguments, such
+    /// as `prlimit --nofile=N --`), with `flags`.
+    pub(crate) fn start_via(via: Option<(PathBuf, Vec<String>)>, flags: &[&str]) -> Daemon {
         let mut daemon = Daemon {
             home: tempdir(),
             xdg: tempdir(),
             docker_config: tempdir(),
             flags: flags.iter().map(|f| f.to_string()).collect(),
+            via,
             process: None,
         };
         daemon.launch();
@@ -40,7 +48,19 @@ impl Daemon {
     }
 
     pub(crate) fn launch(&mut self) {
-        let running = self.wrun().arg("daemon").args(&self.flags).spawn();
+        let base = match &self.via {
+            Some((program, args)) => {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                crate::support::wrun_via(program, &args)
+            }
+            None => wrun(),
+        };
+        let running = base
+            .home(self.home.path())
+            .env("XDG_RUNTIME_DIR", self.xdg.path())
+            .arg("daemon")
+            .args(&self.flags)
+            .spawn();
         running.wait_for_line("listening on unix://");
         self.process = Some(running);
     }
@@ -886,8 +906,10 @@ fn wrun_run_d_starts_a_daemon_once_and_runs_a_container_in_it() {
     )
     .expect("signal the daemon");
     eventually("the daemon gone", || !socket.exists() && !pid_file.exists());
-    let log = std::fs::read_to_string(log).unwrap();
-    assert!(log.contains("wrun daemon: stopped"), "{log}");
+    // It says so last, after its guests' threads are shut down.
+    eventually("the daemon's log to say it stopped", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("wrun daemon: stopped"))
+    });
 }
 
 /// The venv with docker-py that `.ci/install-packages` makes.

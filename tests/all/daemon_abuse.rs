@@ -153,3 +153,41 @@ fn another_local_user_cannot_reach_the_socket() {
     let dir = std::fs::metadata(daemon.socket().parent().unwrap()).unwrap();
     assert_eq!(dir.permissions().mode() & 0o077, 0, "{dir:?}");
 }
+
+#[test]
+fn starts_beyond_the_processs_limits_are_refused_and_the_others_run_on() {
+    // 1,024 open files: the daemon runs at most 1024 * 3/4 / 4 = 192
+    // containers at once (3 descriptors each, a quarter kept for itself).
+    let prlimit = crate::registry::find_program("prlimit", "sudo apt-get install -y util-linux");
+    let via = (
+        prlimit,
+        vec!["--nofile=1024:1024".to_owned(), "--".to_owned()],
+    );
+    let daemon = Daemon::start_via(Some(via), &[]);
+    daemon.build("filetool", P2.filetool);
+    // Each waits on its open stdin forever, holding no socket.
+    let start = |name: &str| {
+        let (status, reply) = daemon.http(
+            "POST",
+            &format!("/v1.47/containers/create?name={name}"),
+            r#"{"Image":"filetool","Cmd":["stdin"],"OpenStdin":true}"#,
+        );
+        assert_eq!(status, 201, "{reply}");
+        daemon.http("POST", &format!("/v1.47/containers/{name}/start"), "")
+    };
+    for i in 0..192 {
+        let (status, reply) = start(&format!("c{i}"));
+        assert_eq!(status, 204, "container {i}: {reply}");
+    }
+    let (status, reply) = start("one-too-many");
+    assert_eq!(status, 500, "{reply}");
+    assert!(reply.contains("192 containers are running"), "{reply}");
+    assert!(reply.contains("RLIMIT_NOFILE"), "{reply}");
+    // The others run on, and the refused one starts once a place frees.
+    let running = daemon.docker(&["ps", "-q"]);
+    assert_eq!(running.stdout.lines().count(), 192, "{running:?}");
+    daemon.docker(&["rm", "-f", "c0"]).assert_success();
+    daemon.docker(&["start", "one-too-many"]).assert_success();
+    let running = daemon.docker(&["ps", "-q"]);
+    assert_eq!(running.stdout.lines().count(), 192, "{running:?}");
+}
